@@ -1,0 +1,108 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/superd/superd/config"
+)
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "configuration `file`")
+	if status, done := parseFlags(fs, args); done {
+		return status
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printErrors(stderr, err)
+		return 1
+	}
+	printConfig(stdout, cfg)
+	return 0
+}
+
+// printConfig prints one line per service with its effective settings,
+// defaults included, so that an administrator sees what will run.
+func printConfig(w io.Writer, cfg *config.Config) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tMODE\tUSER\tHANDLER\tLIMITS")
+	for _, svc := range cfg.Services {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+			svc.Name, svc.Listen.String(), modeOf(svc), userOf(svc), handler(svc), limits(svc))
+	}
+	tw.Flush()
+	for _, warn := range cfg.Warnings {
+		fmt.Fprintln(w, "warning:", warn)
+	}
+	fmt.Fprintf(w, "%s: %d services, configuration OK\n", cfg.Global.Files[0], len(cfg.Services))
+}
+
+func modeOf(svc *config.Service) string {
+	m := "nowait"
+	if svc.Wait {
+		m = "wait"
+	}
+	if svc.Disabled {
+		m += ",disabled"
+	}
+	return m
+}
+
+func userOf(svc *config.Service) string {
+	c := svc.Exec.Cred
+	switch {
+	case svc.Builtin != "":
+		return "-"
+	case !c.Set:
+		return "(superd's)"
+	}
+	return fmt.Sprintf("%s(%d:%d)", c.User, c.Uid, c.Gid)
+}
+
+func handler(svc *config.Service) string {
+	if svc.Builtin != "" {
+		return "builtin:" + svc.Builtin
+	}
+	return strings.Join(append([]string{svc.Exec.Path}, svc.Exec.Argv[1:]...), " ")
+}
+
+func limits(svc *config.Service) string {
+	l := svc.Limits
+	parts := []string{"instances=" + strconv.Itoa(l.Instances)}
+	parts = append(parts, "per_source="+orNone(l.PerSource > 0, strconv.Itoa(l.PerSource)))
+	parts = append(parts, "rate="+orNone(l.Rate > 0, strconv.FormatFloat(l.Rate, 'g', -1, 64)))
+	parts = append(parts, "timeout="+orNone(l.Timeout > 0, l.Timeout.String()))
+	parts = append(parts, "backlog="+orNone(svc.Backlog > 0, strconv.Itoa(svc.Backlog)))
+	e := svc.Exec
+	if e.Umask >= 0 && svc.Builtin == "" {
+		parts = append(parts, fmt.Sprintf("umask=%03o", e.Umask))
+	}
+	if e.SetNice {
+		parts = append(parts, "nice="+strconv.Itoa(e.Nice))
+	}
+	for _, r := range e.Rlimits {
+		v := strconv.FormatUint(r.Value, 10)
+		if r.Value == config.RlimInfinity {
+			v = "unlimited"
+		}
+		parts = append(parts, r.Name+"="+v)
+	}
+	if !svc.Access.Empty() {
+		parts = append(parts, fmt.Sprintf("only_from=%v no_access=%v", svc.Access.OnlyFrom, svc.Access.NoAccess))
+	}
+	return strings.Join(parts, " ")
+}
+
+// orNone returns v, or "none" for a limit that is off.
+func orNone(set bool, v string) string {
+	if set {
+		return v
+	}
+	return "none"
+}

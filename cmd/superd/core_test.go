@@ -1,0 +1,483 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// describeOutput parses the describe helper's key=value lines.
+type describeOutput struct {
+	kv  map[string]string
+	env map[string]string
+}
+
+func parseDescribe(t *testing.T, s string) describeOutput {
+	t.Helper()
+	d := describeOutput{kv: map[string]string{}, env: map[string]string{}}
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if e, ok := strings.CutPrefix(l, "env:"); ok {
+			k, v, _ := strings.Cut(e, "=")
+			d.env[k] = v
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			t.Fatalf("describe output line %q", l)
+		}
+		d.kv[k] = v
+	}
+	if len(d.kv) == 0 {
+		t.Fatalf("no describe output, got %q", s)
+	}
+	return d
+}
+
+func TestBuiltinsTCP(t *testing.T) {
+	ports := map[string]int{}
+	var cfg strings.Builder
+	for _, name := range []string{"echo", "discard", "daytime", "chargen", "time"} {
+		ports[name] = freePort(t, "tcp")
+		fmt.Fprintf(&cfg, "[services.%s]\nbuiltin = %q\nport = %d\naddress = \"127.0.0.1\"\n", name, name, ports[name])
+	}
+	startDaemon(t, cfg.String())
+
+	if got := roundTrip(t, ports["echo"], "hello\nworld\n"); got != "hello\nworld\n" {
+		t.Errorf("echo = %q, want the input back", got)
+	}
+	if got := roundTrip(t, ports["discard"], "ignored"); got != "" {
+		t.Errorf("discard = %q, want nothing", got)
+	}
+	if got := roundTrip(t, ports["daytime"], ""); !regexp.MustCompile(`^\w+, \w+ \d+, \d{4} \d\d:\d\d:\d\d-UTC\r\n$`).MatchString(got) {
+		t.Errorf("daytime = %q", got)
+	}
+	got := roundTrip(t, ports["time"], "")
+	if len(got) != 4 {
+		t.Fatalf("time = %d bytes, want 4", len(got))
+	}
+	secs := int64(binary.BigEndian.Uint32([]byte(got))) - 2208988800
+	if d := time.Since(time.Unix(secs, 0)); d < -5*time.Second || d > 5*time.Second {
+		t.Errorf("time is off by %v", d)
+	}
+	c := dial(t, ports["chargen"])
+	line, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || len(line) != 74 || !strings.HasSuffix(line, "\r\n") {
+		t.Errorf("chargen line = %q, %v; want 72 characters and CRLF", line, err)
+	}
+}
+
+func TestBuiltinsUDP(t *testing.T) {
+	ports := map[string]int{}
+	var cfg strings.Builder
+	for _, name := range []string{"echo", "daytime", "chargen", "time"} {
+		ports[name] = freePort(t, "udp")
+		fmt.Fprintf(&cfg, "[services.%s]\nbuiltin = %q\nport = %d\nprotocol = \"udp\"\naddress = \"127.0.0.1\"\n", name, name, ports[name])
+	}
+	startDaemon(t, cfg.String())
+	ask := func(name, req string) string {
+		t.Helper()
+		c, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(ports[name]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(req))
+		buf := make([]byte, 2048)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("%s over udp: %v", name, err)
+		}
+		return string(buf[:n])
+	}
+	if got := ask("echo", "ping"); got != "ping" {
+		t.Errorf("udp echo = %q", got)
+	}
+	if got := ask("daytime", "x"); !strings.HasSuffix(got, "-UTC\r\n") {
+		t.Errorf("udp daytime = %q", got)
+	}
+	if got := ask("time", "x"); len(got) != 4 {
+		t.Errorf("udp time = %d bytes", len(got))
+	}
+	if got := ask("chargen", "x"); len(got) > 512 {
+		t.Errorf("udp chargen = %d bytes, want at most 512", len(got))
+	}
+}
+
+func TestNowaitHandlerContract(t *testing.T) {
+	port := freePort(t, "tcp")
+	os.Setenv("SUPERD_TEST_PASS", "passed")
+	defer os.Unsetenv("SUPERD_TEST_PASS")
+	d := startDaemon(t, fmt.Sprintf(`
+[services.describe]
+port = %d
+address = "127.0.0.1"
+user = "root"
+path = "%%HELPER%%"
+args = ["describe"]
+env = { EXTRA = "x y", PATH = "/bin:/usr/bin" }
+pass_env = ["SUPERD_TEST_PASS", "SUPERD_TEST_UNSET"]
+working_dir = "/tmp"
+`, port))
+	c := dial(t, port)
+	local := c.LocalAddr().(*net.TCPAddr)
+	out, err := io.ReadAll(c)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseDescribe(t, string(out))
+	want := map[string]string{
+		"fd0-nonblock":   "false",
+		"fd0-peer":       local.String(),
+		"fd0-sotype":     strconv.Itoa(syscall.SOCK_STREAM),
+		"extra-fds":      "[]",
+		"session-leader": "true",
+		"cwd":            "/tmp",
+	}
+	for k, v := range want {
+		if got.kv[k] != v {
+			t.Errorf("%s = %q, want %q", k, got.kv[k], v)
+		}
+	}
+	if !strings.Contains(got.kv["fd2"], "pipe:") {
+		t.Errorf("fd 2 = %q, want the log pipe (stderr = \"log\")", got.kv["fd2"])
+	}
+	wantEnv := map[string]string{
+		"PATH": "/bin:/usr/bin", "PROTO": "TCP",
+		"TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": strconv.Itoa(port),
+		"TCPREMOTEIP": "127.0.0.1", "TCPREMOTEPORT": strconv.Itoa(local.Port),
+		"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": strconv.Itoa(local.Port),
+		"SUPERD_SERVICE": "describe", "SUPERD_TEST_PASS": "passed", "EXTRA": "x y",
+	}
+	if os.Geteuid() == 0 {
+		for k, v := range map[string]string{"HOME": "/root", "USER": "root", "LOGNAME": "root"} {
+			wantEnv[k] = v
+		}
+		wantEnv["SHELL"] = got.env["SHELL"]
+	}
+	for k, v := range wantEnv {
+		if got.env[k] != v {
+			t.Errorf("env %s = %q, want %q", k, got.env[k], v)
+		}
+	}
+	for k := range got.env {
+		if _, ok := wantEnv[k]; !ok {
+			t.Errorf("unexpected variable %s=%q in the handler's environment", k, got.env[k])
+		}
+	}
+	d.waitLog(`service=describe event=exit pid=\d+ remote=127\.0\.0\.1:\d+ status=0 duration=`, 5*time.Second)
+}
+
+func TestNowaitBlockingRead(t *testing.T) {
+	port := freePort(t, "tcp")
+	startDaemon(t, fmt.Sprintf(`
+[services.readline]
+port = %d
+address = "127.0.0.1"
+user = "root"
+path = "%%HELPER%%"
+args = ["readline"]
+`, port))
+	c := dial(t, port)
+	defer c.Close()
+	// The handler is already blocked in read(2) when the line arrives: a
+	// non-blocking socket would have failed it with EAGAIN.
+	time.Sleep(200 * time.Millisecond)
+	io.WriteString(c, "slow line\n")
+	b, _ := io.ReadAll(c)
+	if string(b) != "got:slow line\n" {
+		t.Errorf("reply = %q, want got:slow line", b)
+	}
+}
+
+func TestDgramWaitService(t *testing.T) {
+	port := freePort(t, "udp")
+	d := startDaemon(t, fmt.Sprintf(`
+[services.udpwait]
+port = %d
+protocol = "udp"
+address = "127.0.0.1"
+user = "root"
+path = "%%HELPER%%"
+args = ["udp-reply"]
+`, port))
+	c, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 100)
+	for i := range 5 {
+		msg := fmt.Sprint("ping", i)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte(msg))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if string(buf[:n]) != "reply:"+msg {
+			t.Fatalf("reply %d = %q", i, buf[:n])
+		}
+	}
+	// Datagrams sent together are queued while a handler runs, and each
+	// starts the next handler: none is lost.
+	for i := range 5 {
+		c.Write([]byte(fmt.Sprint("burst", i)))
+	}
+	seen := map[string]bool{}
+	for range 5 {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("burst: got %v before all replies: %v", seen, err)
+		}
+		seen[string(buf[:n])] = true
+	}
+	if len(seen) != 5 {
+		t.Errorf("burst replies = %v, want 5 distinct", seen)
+	}
+	if n := d.countLog(`service=udpwait event=exit .*status=0`); n < 10 {
+		t.Errorf("%d clean exits logged, want 10", n)
+	}
+}
+
+func TestStreamWaitService(t *testing.T) {
+	port := freePort(t, "tcp")
+	startDaemon(t, fmt.Sprintf(`
+[services.selfaccept]
+port = %d
+address = "127.0.0.1"
+wait = true
+user = "root"
+path = "%%HELPER%%"
+args = ["tcp-accept"]
+`, port))
+	pids := map[string]bool{}
+	for range 3 {
+		got := roundTrip(t, port, "")
+		if !strings.HasPrefix(got, "accepted by ") {
+			t.Fatalf("reply = %q", got)
+		}
+		pids[got] = true
+	}
+	if len(pids) != 3 {
+		t.Errorf("replies %v: want three handlers, one per connection", pids)
+	}
+}
+
+func TestUnixSocketService(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "describe.sock")
+	startDaemon(t, fmt.Sprintf(`
+[services.unixdescribe]
+protocol = "unix"
+address = %q
+socket_mode = "0600"
+user = "root"
+path = "%%HELPER%%"
+args = ["describe"]
+`, sock))
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode = %v, want 0600", fi.Mode().Perm())
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(c)
+	c.Close()
+	got := parseDescribe(t, string(out))
+	want := map[string]string{
+		"PROTO":          "UNIX",
+		"UNIXREMOTEEUID": strconv.Itoa(os.Geteuid()),
+		"UNIXREMOTEEGID": strconv.Itoa(os.Getegid()),
+		"UNIXREMOTEPID":  strconv.Itoa(os.Getpid()),
+	}
+	for k, v := range want {
+		if got.env[k] != v {
+			t.Errorf("env %s = %q, want %q", k, got.env[k], v)
+		}
+	}
+	if got.kv["fd0-nonblock"] != "false" || got.kv["extra-fds"] != "[]" {
+		t.Errorf("fd0-nonblock=%s extra-fds=%s", got.kv["fd0-nonblock"], got.kv["extra-fds"])
+	}
+}
+
+func TestUserSwitch(t *testing.T) {
+	requireRoot(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody on this machine")
+	}
+	port := freePort(t, "tcp")
+	startDaemon(t, fmt.Sprintf(`
+[services.asnobody]
+port = %d
+address = "127.0.0.1"
+user = "nobody"
+path = "%%HELPER%%"
+args = ["describe"]
+`, port))
+	got := parseDescribe(t, roundTrip(t, port, ""))
+	if got.kv["uid"] != nobody.Uid || got.kv["gid"] != nobody.Gid {
+		t.Errorf("uid/gid = %s/%s, want %s/%s", got.kv["uid"], got.kv["gid"], nobody.Uid, nobody.Gid)
+	}
+	if got.env["USER"] != "nobody" || got.env["LOGNAME"] != "nobody" || got.env["HOME"] != nobody.HomeDir {
+		t.Errorf("USER=%q LOGNAME=%q HOME=%q", got.env["USER"], got.env["LOGNAME"], got.env["HOME"])
+	}
+	if got.kv["groups"] == "[0]" {
+		t.Errorf("groups = %s: root's group kept", got.kv["groups"])
+	}
+}
+
+func TestReloadKeepsSocketUnderLoad(t *testing.T) {
+	port := freePort(t, "tcp")
+	gone := freePort(t, "tcp")
+	base := fmt.Sprintf(`
+[services.steady]
+builtin = "echo"
+port = %d
+address = "127.0.0.1"
+`, port)
+	d := startDaemon(t, base+fmt.Sprintf("[services.gone]\nbuiltin = \"echo\"\nport = %d\naddress = \"127.0.0.1\"\n", gone))
+
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "x")
+				c.(*net.TCPConn).CloseWrite()
+				b, err := io.ReadAll(c)
+				c.Close()
+				if err != nil || string(b) != "x" {
+					failed.Add(1)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	for i := range 5 {
+		time.Sleep(100 * time.Millisecond)
+		d.writeConfig(base + fmt.Sprintf("instances = %d\n", 100+i))
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		d.waitNotify("READY=1", 10*time.Second)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 || ok.Load() == 0 {
+		t.Errorf("during 5 reloads: %d connections ok, %d failed; want none failed", ok.Load(), failed.Load())
+	}
+	if _, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(gone), time.Second); err == nil {
+		t.Errorf("removed service still accepts connections")
+	}
+}
+
+func TestBadReloadKeepsConfig(t *testing.T) {
+	port := freePort(t, "tcp")
+	cfg := fmt.Sprintf("[services.echo]\nbuiltin = \"echo\"\nport = %d\naddress = \"127.0.0.1\"\n", port)
+	d := startDaemon(t, cfg)
+	d.writeConfig(cfg + "[services.broken]\nport = 0\nbogus = 1\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitNotify("READY=1", 10*time.Second)
+	d.waitLog(`reload failed.*bogus`, 5*time.Second)
+	if got := roundTrip(t, port, "still"); got != "still" {
+		t.Errorf("after a bad reload echo = %q", got)
+	}
+}
+
+func TestShutdownKillsStubbornHandler(t *testing.T) {
+	port := freePort(t, "tcp")
+	d := startDaemon(t, fmt.Sprintf(`
+[superd]
+shutdown_grace = "1s"
+[services.stubborn]
+port = %d
+address = "127.0.0.1"
+user = "root"
+path = "%%HELPER%%"
+args = ["ignore-term"]
+`, port))
+	c := dial(t, port)
+	defer c.Close()
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("handler said %q", line)
+	}
+	m := d.waitLog(`service=stubborn event=start pid=(\d+)`, 5*time.Second)
+	pid, _ := strconv.Atoi(m[1])
+	start := time.Now()
+	if err := d.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Errorf("superd exit: %v, want status 0", err)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("exited after %v, before the 1s grace", took)
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("handler %d still alive after shutdown", pid)
+	}
+	if !strings.Contains(d.Logs(), "signal:SIGKILL") {
+		t.Errorf("no SIGKILL exit logged")
+	}
+}
+
+func TestNoLeaksAfterManyConnections(t *testing.T) {
+	port := freePort(t, "tcp")
+	d := startDaemon(t, fmt.Sprintf(`
+[services.hello]
+port = %d
+address = "127.0.0.1"
+user = "root"
+path = "/bin/echo"
+args = ["hi"]
+`, port))
+	roundTrip(t, port, "")
+	waitFor(t, "the first handler to be reaped", 5*time.Second, func() bool { return len(d.children()) == 0 })
+	baseFDs := d.fdCount()
+	const n = 2000
+	for i := range n {
+		if got := roundTrip(t, port, ""); got != "hi\n" {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	waitFor(t, "every handler to be reaped", 10*time.Second, func() bool { return len(d.children()) == 0 })
+	// stderr pipes close when their reader sees EOF, just after the reap.
+	waitFor(t, "fd count back at baseline", 5*time.Second, func() bool { return d.fdCount() <= baseFDs })
+	if got := d.countLog(`event=exit .*status=0`); got != n+1 {
+		t.Errorf("%d exits logged, want %d", got, n+1)
+	}
+}

@@ -1,0 +1,152 @@
+// Command superd is a superserver in the tradition of inetd, xinetd and
+// tcpserver: it owns the sockets listed in services.toml and starts a
+// handler process per connection, or hands a socket to a long-lived
+// handler in wait mode.
+//
+// main is the only place that reads os.Args, wires the packages together
+// and calls os.Exit.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/superd/superd/config"
+	"github.com/superd/superd/services"
+	"github.com/superd/superd/supervisor"
+)
+
+// version is superd's release.
+const version = "0.1.0"
+
+// defaultConfig is where superd looks for its configuration.
+const defaultConfig = "/etc/superd/services.toml"
+
+const usageText = `superd is a superserver: it listens on the sockets listed in its
+configuration and starts a handler process for each connection.
+
+Usage:
+  superd run [--config PATH] [--log stderr|syslog]
+        run in the foreground (it never forks into the background)
+  superd check [--config PATH]
+        validate the configuration without binding anything
+  superd version
+        print the version
+
+The default configuration is ` + defaultConfig + `.
+Run "superd run --help" or "superd check --help" for their options.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	switch args[0] {
+	case services.ConfineCommand:
+		fmt.Fprintln(stderr, services.Confine(args[1:]))
+		return 127
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "superd", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return 0
+	}
+	fmt.Fprintf(stderr, "superd: unknown command %q\n\n%s", args[0], usageText)
+	return 2
+}
+
+// parseFlags parses a subcommand's flags; done is true when the caller
+// should return status at once (help asked, or bad flags).
+func parseFlags(fs *flag.FlagSet, args []string) (status int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0, true
+	case err != nil:
+		return 2, true
+	case fs.NArg() > 0:
+		fmt.Fprintf(fs.Output(), "superd %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2, true
+	}
+	return 0, false
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "configuration `file`")
+	logTo := fs.String("log", "", "where to log: stderr or syslog (default: the configuration's log setting)")
+	if status, done := parseFlags(fs, args); done {
+		return status
+	}
+	if *logTo != "" && *logTo != "stderr" && *logTo != "syslog" {
+		fmt.Fprintf(stderr, "superd run: --log must be stderr or syslog, not %q\n", *logTo)
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printErrors(stderr, err)
+		return 1
+	}
+	g := cfg.Global
+	opts := logOptions{Target: g.Log, Facility: g.SyslogFacility, Tag: g.SyslogTag, Socket: g.SyslogSocket}
+	if *logTo != "" {
+		opts.Target = *logTo
+	}
+	log, closeLog, err := newLogger(opts, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "superd:", err)
+		return 1
+	}
+	defer closeLog()
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "warning", w.Error())
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "superd: cannot find its own executable:", err)
+		return 1
+	}
+	watchdog, _ := daemon.SdWatchdogEnabled(false)
+	sup := supervisor.New(cfg, supervisor.Options{
+		Load:     func() (*config.Config, error) { return config.Load(*path) },
+		Log:      log,
+		Runtime:  &services.Runtime{Procs: services.NewProcs(), Self: self, Euid: os.Geteuid()},
+		Notify:   func(state string) { daemon.SdNotify(false, state) },
+		Watchdog: watchdog,
+	})
+	if err := sup.Run(context.Background()); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// printErrors prints every error of a failed Load, one a line.
+func printErrors(w io.Writer, err error) {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		fmt.Fprintln(w, e)
+	}
+	fmt.Fprintf(w, "superd: %d error(s) in the configuration\n", len(errs))
+}

@@ -1,0 +1,81 @@
+package config
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// PermCheck selects the ownership and mode checks of Load: whoever can
+// write services.toml or a handler can run commands as the handler's
+// user, root included, so Load refuses files that others can write.
+type PermCheck int
+
+const (
+	// PermsAuto checks when Options.Euid is 0, the only case where a
+	// writable file can become someone else's command.
+	PermsAuto PermCheck = iota
+	// PermsOff never checks.
+	PermsOff
+	// PermsOn always checks, as if superd ran as root.
+	PermsOn
+)
+
+// checkPerms reports whether the ownership and mode checks apply.
+func (o Options) checkPerms() bool {
+	switch o.Perms {
+	case PermsOn:
+		return true
+	case PermsOff:
+		return false
+	}
+	return o.Euid == 0
+}
+
+// unsafeFile explains why a file whose contents run as who (uid, gid)
+// cannot be trusted, or returns nil. Root and uid may own it and write
+// it; the group may write it when it is root's group or gid; nobody else
+// may write it.
+func unsafeFile(fi fs.FileInfo, uid, gid uint32, who string) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("cannot tell who owns it: refusing")
+	}
+	mode := fi.Mode().Perm()
+	owners := "root"
+	if uid != 0 {
+		owners = "root or " + who
+	}
+	var why string
+	switch {
+	case st.Uid != 0 && st.Uid != uid:
+		why = fmt.Sprintf("owned by uid %d, not by %s", st.Uid, owners)
+	case mode&0o002 != 0:
+		why = "writable by others"
+	case mode&0o020 != 0 && st.Gid != 0 && st.Gid != gid:
+		why = fmt.Sprintf("writable by group %d", st.Gid)
+	default:
+		return nil
+	}
+	return fmt.Errorf("mode %04o, %s: refusing (whoever can write it can run commands as %s)", mode, why, who)
+}
+
+// checkHandler applies unsafeFile to the handler, for its own user.
+func (b *builder) checkHandler(e Exec) {
+	if !b.l.opts.checkPerms() || !b.sp.has("path") || b.sp.bad["user"] || b.sp.bad["group"] {
+		return
+	}
+	uid, gid, who := uint32(0), uint32(0), "root"
+	if e.Cred.Set {
+		uid, gid, who = e.Cred.Uid, e.Cred.Gid, e.Cred.User
+	}
+	fi, err := os.Stat(e.Path)
+	if err != nil {
+		b.failf("path", "handler %s: %v", e.Path, unwrapPath(err))
+		return
+	}
+	if err := unsafeFile(fi, uid, gid, who); err != nil {
+		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
+	}
+}

@@ -1,0 +1,253 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// source is one parsed file.
+type source struct {
+	// path is the file as given to Load or as an include glob matched it;
+	// errors name it this way.
+	path string
+	// dir is the absolute folder of path, the base of relative paths
+	// written in the file.
+	dir string
+	// md is the file's metadata; it is only used to find lines.
+	md *toml.MetaData
+}
+
+// setting is one key = value as written in a file.
+type setting struct {
+	// name is the key inside its table: "port", "nofile".
+	name string
+	// ekey is the key as errors name it (see Error.Key).
+	ekey string
+	// fromDefaults is true for keys written in [defaults].
+	fromDefaults bool
+	// val is the decoded TOML value: string, int64, float64, bool,
+	// time.Time, []any, map[string]any or []map[string]any.
+	val  any
+	prim toml.Primitive
+	src  *source
+}
+
+// errLineProbe is what lineProbe returns; see source.line.
+var errLineProbe = errors.New("line probe")
+
+// lineProbe fails on purpose: BurntSushi/toml reports an Unmarshaler's
+// error as a ParseError that carries the position of the key being
+// decoded, and it offers no other public way to learn a key's line.
+type lineProbe struct{}
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (*lineProbe) UnmarshalTOML(any) error { return errLineProbe }
+
+// line returns the line where p's key is written, or 0 when the key is
+// implicit (the "a" of "a.b = 1").
+func (src *source) line(p toml.Primitive) int {
+	var probe lineProbe
+	var pe toml.ParseError
+	if errors.As(src.md.PrimitiveDecode(p, &probe), &pe) {
+		return pe.Position.Line
+	}
+	return 0
+}
+
+// err places err at the setting, inside service (empty outside one).
+func (s setting) err(service string, err error) *Error {
+	return &Error{File: s.src.path, Service: service, Key: s.ekey, Line: firstLine(s), Err: err}
+}
+
+// errorf is err with a formatted message.
+func (s setting) errorf(service, format string, args ...any) *Error {
+	return s.err(service, fmt.Errorf(format, args...))
+}
+
+// table returns the keys of the table s holds, sorted by name, named in
+// errors as prefix + name.
+func (s setting) table(prefix string) ([]setting, error) {
+	m, ok := s.val.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("must be a table, not %s", typeName(s.val))
+	}
+	var prims map[string]toml.Primitive
+	if err := s.src.md.PrimitiveDecode(s.prim, &prims); err != nil {
+		return nil, fmt.Errorf("reading table: %w", err)
+	}
+	out := make([]setting, 0, len(m))
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, setting{
+			name: name, ekey: prefix + name, fromDefaults: s.fromDefaults,
+			val: m[name], prim: prims[name], src: s.src,
+		})
+	}
+	return out, nil
+}
+
+// typeName names a decoded TOML value's type the way the TOML spec does.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case time.Time:
+		return "a date-time"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	}
+	return fmt.Sprintf("a %T", v)
+}
+
+// asString accepts a string without NUL bytes: C look-ups (getpwnam,
+// getservbyname) and execve would silently cut the string at the first
+// NUL, so "root\x00x" could become "root".
+func asString(v any) (string, error) {
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("must be a string, not %s", typeName(v))
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", fmt.Errorf("%q contains a NUL byte", s)
+	}
+	return s, nil
+}
+
+func asInt(v any) (int64, error) {
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("must be an integer, not %s", typeName(v))
+	}
+	return n, nil
+}
+
+// asIntIn is asInt with a range check; what names the value in the
+// message. hi = math.MaxInt32 means "no upper bound worth mentioning".
+func asIntIn(v any, what string, lo, hi int64) (int, error) {
+	n, err := asInt(v)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n >= lo && n <= hi:
+		return int(n), nil
+	case hi == math.MaxInt32 && n < lo:
+		return 0, fmt.Errorf("%s must be at least %d, not %d", what, lo, n)
+	}
+	return 0, fmt.Errorf("%s %d out of range %d..%d", what, n, lo, hi)
+}
+
+func asBool(v any) (bool, error) {
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("must be true or false, not %s", typeName(v))
+	}
+	return b, nil
+}
+
+// asStrings accepts an array of strings, an empty one included.
+func asStrings(v any) ([]string, error) {
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("must be an array of strings, not %s", typeName(v))
+	}
+	out := make([]string, len(arr))
+	for i, e := range arr {
+		s, err := asString(e)
+		if err != nil {
+			return nil, fmt.Errorf("element %d: %w", i+1, err)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// asDuration accepts a Go duration string such as "30s" or "1m30s".
+// Negative durations are refused: every duration in the file is a wait.
+func asDuration(v any) (time.Duration, error) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("must be a duration string such as \"30s\", not %s", typeName(v))
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use a number with a unit: \"500ms\", \"30s\", \"2m\")", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	return d, nil
+}
+
+// asOneOf accepts a string that is one of allowed; what names the value
+// in the message.
+func asOneOf(v any, what string, allowed ...string) (string, error) {
+	s, err := asString(v)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(allowed, s) {
+		return "", fmt.Errorf("%s %q is not one of %s", what, s, joinOr(allowed))
+	}
+	return s, nil
+}
+
+// joinOr formats a list of choices: "a, b or c".
+func joinOr(list []string) string {
+	if len(list) < 2 {
+		return strings.Join(list, "")
+	}
+	return strings.Join(list[:len(list)-1], ", ") + " or " + list[len(list)-1]
+}
+
+// suggest returns ` (did you mean "x"?)` when name is a likely typo of one
+// of known, else "".
+func suggest(name string, known []string) string {
+	best, bestDist := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

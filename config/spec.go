@@ -1,0 +1,389 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// spec holds the parsed keys of [defaults] or of one service, before the
+// checks that need several keys at once. Every value is only meaningful
+// when its key is in given and not in bad.
+type spec struct {
+	// given holds every key set, from [defaults] or the service's table.
+	given map[string]setting
+	// bad marks keys whose value was rejected (already reported), so
+	// later checks skip them instead of piling up follow-on errors.
+	bad map[string]bool
+
+	builtin, typ, protocol, address string
+	port                            portValue
+	socketMode                      os.FileMode
+	wait, disabled                  bool
+
+	user  *account
+	group *groupID
+
+	path, argv0, workingDir, stderr string
+	args, env, passEnv              []string
+
+	instances, perSource, backlog, umask, nice int
+	rate                                       float64
+	timeout                                    time.Duration
+	onlyFrom, noAccess                         []netip.Prefix
+	rlimits                                    []Rlimit
+}
+
+// portValue is a port as written: a number, or a name to resolve once
+// the protocol is known (the same name can differ between tcp and udp).
+type portValue struct {
+	num  int
+	name string
+}
+
+func newSpec() *spec {
+	return &spec{given: map[string]setting{}, bad: map[string]bool{}}
+}
+
+// clone copies sp. Parsed slices are shared: they are replaced, never
+// modified, and build copies them into the Service.
+func (sp *spec) clone() *spec {
+	c := *sp
+	c.given = maps.Clone(sp.given)
+	c.bad = maps.Clone(sp.bad)
+	return &c
+}
+
+// has reports whether key is set to an accepted value.
+func (sp *spec) has(key string) bool {
+	_, ok := sp.given[key]
+	return ok && !sp.bad[key]
+}
+
+// own reports whether key is written in the service's own table rather
+// than inherited from [defaults].
+func (sp *spec) own(key string) bool {
+	s, ok := sp.given[key]
+	return ok && !s.fromDefaults
+}
+
+// serviceKeys lists every key of a service table (and of [defaults]).
+func serviceKeys() []string {
+	return []string{
+		"builtin", "port", "type", "protocol", "address", "socket_mode", "wait", "disabled",
+		"user", "group", "path", "args", "argv0", "env", "pass_env", "working_dir", "stderr",
+		"instances", "per_source", "rate", "only_from", "no_access", "timeout", "backlog",
+		"umask", "nice", "limits",
+	}
+}
+
+// builtins lists the in-process services.
+func builtins() []string { return []string{"echo", "discard", "daytime", "chargen", "time"} }
+
+// protocols lists the values of the protocol key.
+func protocols() []string { return []string{"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix"} }
+
+// apply parses sets into sp, over what sp already holds (the defaults).
+func (l *loader) apply(sp *spec, sets []setting, service string) {
+	for _, s := range sets {
+		sp.given[s.name] = s
+		delete(sp.bad, s.name)
+		if err := parseKey(sp, s); err != nil {
+			sp.bad[s.name] = true
+			l.report(s, service, err)
+		}
+	}
+}
+
+// parseKey parses one service key into sp. Checks here look at the one
+// value only; build does those that involve several keys.
+func parseKey(sp *spec, s setting) error {
+	var err error
+	v := s.val
+	switch s.name {
+	case "builtin":
+		sp.builtin, err = asOneOf(v, "builtin", builtins()...)
+	case "port":
+		sp.port, err = parsePort(v)
+	case "type":
+		sp.typ, err = asOneOf(v, "type", "stream", "dgram")
+	case "protocol":
+		sp.protocol, err = asOneOf(v, "protocol", protocols()...)
+	case "address":
+		sp.address, err = parseNonEmpty(v, "address")
+	case "socket_mode":
+		var m int
+		m, err = parseOctal(v)
+		sp.socketMode = os.FileMode(m)
+	case "wait":
+		sp.wait, err = asBool(v)
+	case "disabled":
+		sp.disabled, err = asBool(v)
+	case "user":
+		sp.user, err = lookupAccount(v)
+	case "group":
+		sp.group, err = lookupGroup(v)
+	case "path":
+		sp.path, err = parseHandlerPath(v, s.src.dir)
+	case "args":
+		sp.args, err = asStrings(v)
+	case "argv0":
+		sp.argv0, err = parseNonEmpty(v, "argv0")
+	case "env":
+		sp.env, err = parseEnv(v)
+	case "pass_env":
+		sp.passEnv, err = parsePassEnv(v)
+	case "working_dir":
+		sp.workingDir, err = parseWorkingDir(v)
+	case "stderr":
+		sp.stderr, err = asOneOf(v, "stderr", "log", "socket", "null")
+	default:
+		return parseLimitKey(sp, s)
+	}
+	return err
+}
+
+// parseLimitKey parses the keys of issue 3 (admission, access, confinement).
+func parseLimitKey(sp *spec, s setting) error {
+	var err error
+	v := s.val
+	switch s.name {
+	case "instances":
+		sp.instances, err = asIntIn(v, "instances", 1, math.MaxInt32)
+	case "per_source":
+		sp.perSource, err = asIntIn(v, "per_source", 0, math.MaxInt32)
+	case "rate":
+		sp.rate, err = parseRate(v)
+	case "only_from":
+		sp.onlyFrom, err = parsePrefixes(v, true)
+	case "no_access":
+		sp.noAccess, err = parsePrefixes(v, false)
+	case "timeout":
+		sp.timeout, err = asDuration(v)
+	case "backlog":
+		sp.backlog, err = asIntIn(v, "backlog", 0, 65535)
+	case "umask":
+		sp.umask, err = parseOctal(v)
+	case "nice":
+		sp.nice, err = asIntIn(v, "nice", -20, 19)
+	case "limits":
+		sp.rlimits, err = parseLimits(s)
+	default:
+		err = fmt.Errorf("unknown key%s", suggest(s.name, serviceKeys()))
+	}
+	return err
+}
+
+// parsePort accepts 1..65535 or a name to look up later. A string of
+// digits is looked up too: net.LookupPort parses numbers.
+func parsePort(v any) (portValue, error) {
+	switch x := v.(type) {
+	case int64:
+		if x < 1 || x > 65535 {
+			return portValue{}, fmt.Errorf("port %d out of range 1..65535", x)
+		}
+		return portValue{num: int(x)}, nil
+	case string:
+		s, err := parseNonEmpty(x, "port")
+		return portValue{name: s}, err
+	}
+	return portValue{}, fmt.Errorf("must be a number 1..65535 or a name from /etc/services, not %s", typeName(v))
+}
+
+// parseNonEmpty accepts any string but "".
+func parseNonEmpty(v any, what string) (string, error) {
+	s, err := asString(v)
+	if err == nil && s == "" {
+		err = fmt.Errorf("%s must not be empty", what)
+	}
+	return s, err
+}
+
+// parseOctal accepts a mode written as an octal string ("0660", "022").
+// A TOML integer is refused on purpose: 660 would silently mean 01224.
+func parseOctal(v any) (int, error) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("must be an octal string such as \"0660\", not %s", typeName(v))
+	}
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal mode between \"000\" and \"0777\"", s)
+	}
+	return int(n), nil
+}
+
+// parseHandlerPath resolves a relative path against dir (the folder of
+// the file that sets it) and checks that the handler can be run.
+func parseHandlerPath(v any, dir string) (string, error) {
+	p, err := parseNonEmpty(v, "path")
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	p = filepath.Clean(p)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("handler %s does not exist", p)
+	case err != nil:
+		return "", fmt.Errorf("handler %s: %w", p, unwrapPath(err))
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("handler %s is not a regular file", p)
+	case fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("handler %s is not executable (mode %04o)", p, fi.Mode().Perm())
+	}
+	return p, nil
+}
+
+// parseWorkingDir accepts an absolute path to an existing directory.
+func parseWorkingDir(v any) (string, error) {
+	p, err := parseNonEmpty(v, "working_dir")
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("working_dir %q must be an absolute path", p)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("working_dir %s: %w", p, unwrapPath(err))
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("working_dir %s is not a directory", p)
+	}
+	return filepath.Clean(p), nil
+}
+
+// parseEnv turns the env table into sorted "KEY=value" entries.
+func parseEnv(v any) ([]string, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("must be a table such as { LANG = \"C.UTF-8\" }, not %s", typeName(v))
+	}
+	var out []string
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		val, err := asString(m[k])
+		if err == nil {
+			err = checkEnvName(k)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("variable %s: %w", k, err))
+			continue
+		}
+		out = append(out, k+"="+val)
+	}
+	return out, errors.Join(errs...)
+}
+
+// parsePassEnv accepts variable names, dropping repeats.
+func parsePassEnv(v any) ([]string, error) {
+	names, err := asStrings(v)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := checkEnvName(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	out := []string{}
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// checkEnvName accepts the portable names of POSIX: letters, digits and
+// '_', not starting with a digit.
+func checkEnvName(name string) error {
+	ok := name != ""
+	for i, r := range name {
+		letter := r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z')
+		if !letter && (i == 0 || r < '0' || r > '9') {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a valid variable name (letters, digits and _, not starting with a digit)", name)
+	}
+	return nil
+}
+
+// parseRate accepts a number of connections per second; 0 means no limit.
+func parseRate(v any) (float64, error) {
+	var r float64
+	switch x := v.(type) {
+	case int64:
+		r = float64(x)
+	case float64:
+		r = x
+	default:
+		return 0, fmt.Errorf("must be a number of connections per second, not %s", typeName(v))
+	}
+	if math.IsNaN(r) || math.IsInf(r, 0) || r < 0 {
+		return 0, fmt.Errorf("rate %v must be a finite number, at least 0 (0 means no limit)", r)
+	}
+	return r, nil
+}
+
+// parsePrefixes reads an address list. An empty only_from is refused:
+// it reads like "nobody" but would mean "everybody".
+func parsePrefixes(v any, onlyFrom bool) ([]netip.Prefix, error) {
+	list, err := asStrings(v)
+	if err != nil {
+		return nil, err
+	}
+	if onlyFrom && len(list) == 0 {
+		return nil, errors.New(`an empty only_from would allow every address: list addresses, use ["0.0.0.0/0", "::/0"] for all, or disabled = true for none`)
+	}
+	out := make([]netip.Prefix, 0, len(list))
+	var errs []error
+	for _, s := range list {
+		p, err := parsePrefix(s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, errors.Join(errs...)
+}
+
+// parsePrefix accepts "192.0.2.0/24", "2001:db8::/32" or a plain address
+// (a /32 or /128). IPv4-mapped IPv6 is turned into IPv4, as Access.Allowed
+// does with the peer address, so that both meet.
+func parsePrefix(s string) (netip.Prefix, error) {
+	bad := fmt.Errorf("%q is not an IP address or a CIDR prefix such as \"192.0.2.0/24\"", s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, bad
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, bad
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}

@@ -1,0 +1,222 @@
+package services
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// serveNowait is the accept loop of a handler-per-connection service.
+func (s *Service) serveNowait(ctx context.Context) error {
+	var delay time.Duration
+	for s.admit(ctx) {
+		fd, sa, err := s.sock.acceptRaw()
+		if err != nil {
+			s.slots.release()
+			if s.acceptError(ctx, err, &delay) {
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		s.handle(fd, sa)
+	}
+	return nil
+}
+
+// peer describes one accepted connection.
+type peer struct {
+	proto  string         // TCP or UNIX
+	local  netip.AddrPort // TCP only
+	remote netip.AddrPort // TCP only
+	cred   *unix.Ucred    // UNIX only; nil when the kernel gave none
+}
+
+// String is the remote address as logged.
+func (p *peer) String() string {
+	if p.proto == "TCP" {
+		return p.remote.String()
+	}
+	if p.cred != nil {
+		return "pid:" + strconv.Itoa(int(p.cred.Pid))
+	}
+	return "unix"
+}
+
+// env returns the UCSPI variables, plus the ones git daemon --inetd reads.
+func (p *peer) env() []string {
+	env := []string{"PROTO=" + p.proto}
+	switch {
+	case p.proto == "TCP":
+		rip, rport := p.remote.Addr().String(), strconv.Itoa(int(p.remote.Port()))
+		env = append(env,
+			"TCPLOCALIP="+p.local.Addr().String(),
+			"TCPLOCALPORT="+strconv.Itoa(int(p.local.Port())),
+			"TCPREMOTEIP="+rip, "TCPREMOTEPORT="+rport,
+			"REMOTE_ADDR="+rip, "REMOTE_PORT="+rport)
+	case p.cred != nil:
+		env = append(env,
+			"UNIXREMOTEEUID="+strconv.Itoa(int(p.cred.Uid)),
+			"UNIXREMOTEEGID="+strconv.Itoa(int(p.cred.Gid)),
+			"UNIXREMOTEPID="+strconv.Itoa(int(p.cred.Pid)))
+	}
+	return env
+}
+
+// describe works out who is on the other end of fd.
+func describe(fd int, sa unix.Sockaddr) *peer {
+	remote, ok := addrPort(sa)
+	if !ok {
+		p := &peer{proto: "UNIX"}
+		if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			p.cred = cred
+		}
+		return p
+	}
+	p := &peer{proto: "TCP", remote: remote}
+	if lsa, err := unix.Getsockname(fd); err == nil {
+		p.local, _ = addrPort(lsa)
+	}
+	return p
+}
+
+// addrPort converts an IP socket address; IPv4-mapped IPv6 addresses
+// (from dual-stack sockets) become plain IPv4, as clients know them.
+func addrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
+	case *unix.SockaddrInet6:
+		ip := netip.AddrFrom16(a.Addr).Unmap()
+		if a.ZoneId != 0 && ip.Is6() {
+			ip = ip.WithZone(strconv.Itoa(int(a.ZoneId)))
+		}
+		return netip.AddrPortFrom(ip, uint16(a.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// handle runs the checks that need the peer's address and starts the
+// handler. It owns fd and the slot taken by admit.
+func (s *Service) handle(fd int, sa unix.Sockaddr) {
+	sp := s.spec.Load()
+	p := describe(fd, sa)
+	release, ok := s.check(sp, p)
+	if !ok {
+		unix.Close(fd)
+		return
+	}
+	conn := os.NewFile(uintptr(fd), "conn")
+	defer conn.Close()
+	log := s.log.With("remote", p.String())
+	pid, err := s.rt.Procs.start(startRequest{
+		cmd:       sp.command(conn, p.env()),
+		log:       log,
+		logStderr: sp.logStderr(),
+		timeout:   sp.svc.Limits.Timeout,
+		exited:    release,
+	})
+	if err != nil {
+		release()
+		log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)
+		return
+	}
+	log.Info("start", "pid", pid)
+}
+
+// check applies the access lists and per_source. On success it returns
+// the function that gives back the slots the connection holds.
+func (s *Service) check(sp *spec, p *peer) (release func(), ok bool) {
+	svc := sp.svc
+	if p.proto != "TCP" {
+		return s.slots.release, true
+	}
+	ip := p.remote.Addr()
+	if !svc.Access.Allowed(ip) {
+		s.slots.release()
+		s.denials.log(s.log, "access", p.String())
+		return nil, false
+	}
+	if svc.Limits.PerSource <= 0 {
+		return s.slots.release, true
+	}
+	key := sourceOf(ip)
+	if !s.sources.take(key, svc.Limits.PerSource) {
+		s.slots.release()
+		s.denials.log(s.log, "per_source", p.String())
+		return nil, false
+	}
+	return func() {
+		s.sources.give(key)
+		s.slots.release()
+	}, true
+}
+
+// sourceKey identifies a client for per_source: its IPv4 address, or
+// its IPv6 /64 (one host usually owns a whole /64).
+type sourceKey = netip.Prefix
+
+func sourceOf(ip netip.Addr) sourceKey {
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.WithZone("").Prefix(bits)
+	return p
+}
+
+// sources counts running handlers per client.
+type sources struct {
+	mu sync.Mutex
+	n  map[sourceKey]int
+}
+
+func (c *sources) take(k sourceKey, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[k] >= limit {
+		return false
+	}
+	c.n[k]++
+	return true
+}
+
+func (c *sources) give(k sourceKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[k]--; c.n[k] <= 0 {
+		delete(c.n, k)
+	}
+}
+
+// denials logs refused connections at most once a second per reason, so
+// that a flood cannot fill the disk; each line carries the number of
+// refusals it stands for.
+type denials struct {
+	mu    sync.Mutex
+	last  map[string]time.Time
+	count map[string]int
+}
+
+func (d *denials) log(log *slog.Logger, reason, remote string) {
+	d.mu.Lock()
+	if d.last == nil {
+		d.last, d.count = make(map[string]time.Time), make(map[string]int)
+	}
+	d.count[reason]++
+	now := time.Now()
+	if now.Sub(d.last[reason]) < time.Second {
+		d.mu.Unlock()
+		return
+	}
+	n := d.count[reason]
+	d.last[reason], d.count[reason] = now, 0
+	d.mu.Unlock()
+	log.Warn("refused", "reason", reason, "remote", remote, "count", n)
+}

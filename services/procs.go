@@ -1,0 +1,202 @@
+package services
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// killDelay is how long a handler that outlived its timeout has between
+// SIGTERM and SIGKILL.
+const killDelay = 5 * time.Second
+
+// Procs tracks every running handler process. It outlives the Service
+// values that start handlers, so a handler of a service removed by a
+// reload is still reaped, logged and signalled at shutdown.
+//
+// Procs owns one goroutine per running handler, which waits for it (every
+// Start has exactly one Wait), and one per stderr pipe, which logs its
+// lines. Wait waits for all of them.
+type Procs struct {
+	mu    sync.Mutex
+	procs map[int]struct{}      // pids of running handlers (= their process groups)
+	pipes map[*os.File]struct{} // stderr read ends still being logged
+	wg    sync.WaitGroup
+}
+
+// NewProcs returns an empty process table.
+func NewProcs() *Procs {
+	return &Procs{procs: make(map[int]struct{}), pipes: make(map[*os.File]struct{})}
+}
+
+// startRequest is one handler to start.
+type startRequest struct {
+	cmd *exec.Cmd
+	log *slog.Logger // carries service (and remote) attributes
+	// logStderr makes Procs give the handler a pipe as stderr and log
+	// every line written to it.
+	logStderr bool
+	timeout   time.Duration
+	// exited runs once the handler has been reaped, before the exit is
+	// logged; it frees the handler's slots.
+	exited func()
+}
+
+// start starts req.cmd in a new session and reaps it in a goroutine of
+// its own. The caller still owns (and closes) the files it put in cmd;
+// on error nothing was started and exited is not called.
+func (p *Procs) start(req startRequest) (int, error) {
+	var rd *os.File
+	if req.logStderr {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return 0, fmt.Errorf("stderr pipe: %w", err)
+		}
+		req.cmd.Stderr = w
+		defer w.Close()
+		rd = r
+	}
+	began := time.Now()
+	if err := req.cmd.Start(); err != nil {
+		if rd != nil {
+			rd.Close()
+		}
+		return 0, err
+	}
+	pid := req.cmd.Process.Pid
+	p.mu.Lock()
+	p.procs[pid] = struct{}{}
+	if rd != nil {
+		p.pipes[rd] = struct{}{}
+	}
+	p.mu.Unlock()
+
+	log := req.log.With("pid", pid)
+	if rd != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			logLines(rd, log)
+			p.mu.Lock()
+			delete(p.pipes, rd)
+			p.mu.Unlock()
+			rd.Close()
+		}()
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.reap(req, pid, log, began)
+	}()
+	return pid, nil
+}
+
+// reap waits for one handler, enforcing its timeout on the whole process
+// group, and logs its exit.
+func (p *Procs) reap(req startRequest, pid int, log *slog.Logger, began time.Time) {
+	if req.timeout > 0 {
+		term := time.AfterFunc(req.timeout, func() {
+			log.Warn("timeout", "after", req.timeout)
+			syscall.Kill(-pid, syscall.SIGTERM)
+		})
+		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
+		defer term.Stop()
+		defer kill.Stop()
+	}
+	err := req.cmd.Wait()
+	p.mu.Lock()
+	delete(p.procs, pid)
+	p.mu.Unlock()
+	req.exited()
+	log.Info("exit", "status", exitStatus(req.cmd.ProcessState, err), "duration", time.Since(began).Round(time.Microsecond))
+}
+
+// exitStatus describes how a handler ended: its exit code, or the signal
+// that killed it.
+func exitStatus(ps *os.ProcessState, err error) string {
+	if ps == nil {
+		return err.Error()
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal:" + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprint(ps.ExitCode())
+}
+
+// Count returns the number of running handlers.
+func (p *Procs) Count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.procs)
+}
+
+// Signal sends sig to the process group of every running handler.
+func (p *Procs) Signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid := range p.procs {
+		syscall.Kill(-pid, sig)
+	}
+}
+
+// Wait waits until every handler has been reaped and every stderr pipe
+// has been drained, or until ctx is done. When ctx ends first, the stderr
+// pipes still open (held by processes that left their handler's process
+// group) are closed so their goroutines end, and ctx's error is returned.
+func (p *Procs) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	for rd := range p.pipes {
+		rd.SetReadDeadline(time.Unix(1, 0))
+	}
+	p.mu.Unlock()
+	return errors.Join(ctx.Err(), p.closeOrphanPipes(done))
+}
+
+// closeOrphanPipes waits briefly for the goroutines to end after their
+// pipes were interrupted.
+func (p *Procs) closeOrphanPipes(done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-time.After(time.Second):
+		return errors.New("handler goroutines still running")
+	}
+}
+
+// maxLogLine is the longest stderr line logged as one record; a longer
+// one is logged in pieces rather than held in memory.
+const maxLogLine = 4096
+
+// logLines logs each line read from r until EOF or an error.
+func logLines(r *os.File, log *slog.Logger) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			log.Info("stderr", "line", strings.TrimRight(string(line), "\r\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}

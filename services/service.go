@@ -1,0 +1,211 @@
+// Package services runs one service: it watches the service's socket,
+// admits connections (instances, rate, per_source, access lists), and
+// starts a handler process per connection, or in wait mode hands the
+// socket itself to one handler at a time. It also runs the in-process
+// built-in services.
+//
+// The package does not bind sockets on its own initiative, read
+// configuration files, or handle signals: the supervisor binds each
+// Socket, creates each Service from a validated config.Service, and
+// decides when it stops.
+package services
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/superd/superd/config"
+)
+
+// Mode is the way a service serves its socket. A Service keeps its mode
+// for its whole life: a reload that changes it replaces the Service (and
+// keeps the Socket).
+type Mode int
+
+// The modes of a service.
+const (
+	ModeNowait        Mode = iota // a handler per accepted connection
+	ModeWait                      // the handler gets the socket itself
+	ModeBuiltinStream             // an in-process built-in per connection
+	ModeBuiltinPacket             // an in-process built-in answering datagrams
+)
+
+// ModeOf returns the mode svc runs in.
+func ModeOf(svc *config.Service) Mode {
+	switch {
+	case svc.Builtin != "" && svc.Listen.Stream():
+		return ModeBuiltinStream
+	case svc.Builtin != "":
+		return ModeBuiltinPacket
+	case svc.Wait:
+		return ModeWait
+	}
+	return ModeNowait
+}
+
+// Service serves one socket for one configured service. Update swaps its
+// settings for new connections while Serve runs; handlers already
+// running keep the settings they started with.
+type Service struct {
+	name string
+	mode Mode
+	sock *Socket
+	rt   *Runtime
+	log  *slog.Logger
+
+	spec    atomic.Pointer[spec]
+	slots   slots
+	limiter *rate.Limiter
+	sources sources
+	denials denials
+	loops   loopGuard
+}
+
+// New returns a Service for svc on sock. It does not start serving;
+// Serve does.
+func New(svc *config.Service, sock *Socket, rt *Runtime, log *slog.Logger) *Service {
+	s := &Service{
+		name:    svc.Name,
+		mode:    ModeOf(svc),
+		sock:    sock,
+		rt:      rt,
+		log:     log.With("service", svc.Name),
+		limiter: rate.NewLimiter(rate.Inf, 1),
+	}
+	s.slots.wake = make(chan struct{})
+	s.sources.n = make(map[sourceKey]int)
+	s.Update(svc)
+	return s
+}
+
+// Name returns the service's name.
+func (s *Service) Name() string { return s.name }
+
+// Mode returns the service's mode.
+func (s *Service) Mode() Mode { return s.mode }
+
+// Update makes svc the settings for every connection from now on. svc
+// must have the same mode (see ModeOf) and socket as the Service.
+func (s *Service) Update(svc *config.Service) {
+	s.spec.Store(newSpec(svc, s.rt))
+	lim, burst := rate.Inf, 1
+	if svc.Limits.Rate > 0 {
+		lim, burst = rate.Limit(svc.Limits.Rate), int(math.Max(1, math.Ceil(svc.Limits.Rate)))
+	}
+	s.limiter.SetLimit(lim)
+	s.limiter.SetBurst(burst)
+	s.slots.poke() // the instances limit may have grown
+}
+
+// Running returns the number of handlers (or built-in connections) of
+// this service that hold a slot.
+func (s *Service) Running() int { return s.slots.count() }
+
+// Serve serves the socket until ctx is done or the socket is closed, and
+// then returns nil. It leaves the socket open: its owner closes it.
+// Handler processes started by Serve keep running after it returns; the
+// Runtime's Procs reaps them. Built-in connections end with Serve.
+func (s *Service) Serve(ctx context.Context) error {
+	s.sock.clearInterrupt()
+	stop := context.AfterFunc(ctx, s.sock.interrupt)
+	defer stop()
+	switch s.mode {
+	case ModeWait:
+		return s.serveWait(ctx)
+	case ModeBuiltinStream:
+		return s.serveBuiltinStream(ctx)
+	case ModeBuiltinPacket:
+		return s.serveBuiltinPacket(ctx)
+	}
+	return s.serveNowait(ctx)
+}
+
+// admit waits for a free instance slot and a rate token: until both are
+// there, superd does not accept, and clients wait in the kernel's
+// backlog. It returns false when ctx is done.
+func (s *Service) admit(ctx context.Context) bool {
+	if err := s.slots.acquire(ctx, func() int { return s.spec.Load().svc.Limits.Instances }); err != nil {
+		return false
+	}
+	if err := s.limiter.Wait(ctx); err != nil {
+		s.slots.release()
+		return false
+	}
+	return true
+}
+
+// acceptError decides what an accept loop does after err: stop (true),
+// or carry on after the backoff for resource exhaustion.
+func (s *Service) acceptError(ctx context.Context, err error, delay *time.Duration) (stop bool) {
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A late interrupt from a previous Service on this socket.
+		s.sock.clearInterrupt()
+		return false
+	}
+	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off as net/http does, from
+	// 5ms to 1s, rather than spin on a full descriptor table.
+	if *delay == 0 {
+		*delay = 5 * time.Millisecond
+	} else if *delay *= 2; *delay > time.Second {
+		*delay = time.Second
+	}
+	s.log.Error("accept failed", "err", err, "retry_in", *delay)
+	return !sleep(ctx, *delay)
+}
+
+// slots counts the handlers of a service against its instances limit.
+type slots struct {
+	mu   sync.Mutex
+	used int
+	wake chan struct{} // closed and replaced whenever a slot may have freed up
+}
+
+func (g *slots) acquire(ctx context.Context, limit func() int) error {
+	for {
+		g.mu.Lock()
+		if g.used < limit() {
+			g.used++
+			g.mu.Unlock()
+			return nil
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (g *slots) release() {
+	g.mu.Lock()
+	g.used--
+	g.mu.Unlock()
+	g.poke()
+}
+
+func (g *slots) poke() {
+	g.mu.Lock()
+	close(g.wake)
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *slots) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.used
+}

@@ -1,0 +1,260 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/superd/superd/config"
+)
+
+// Socket owns one bound socket: a listening stream socket or a bound
+// datagram socket. It outlives the Service values that serve it, so a
+// reload that keeps a service's address keeps its socket and the
+// connections waiting in its backlog.
+//
+// The supervisor that binds a Socket closes it. Services only borrow it.
+type Socket struct {
+	key config.ListenKey
+	ln  net.Listener   // stream sockets; nil for datagram sockets
+	pc  net.PacketConn // datagram sockets; nil for stream sockets
+	raw syscall.RawConn
+
+	// busy holds one token while a wait-mode handler owns the socket, so
+	// that no Service watches it meanwhile, not even the Service that
+	// replaces the one that started the handler.
+	busy chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Bind creates the socket for key. backlog zero keeps the system maximum;
+// mode zero leaves a unix socket's mode as the umask made it.
+func Bind(key config.ListenKey, backlog int, mode os.FileMode) (*Socket, error) {
+	s := &Socket{key: key, busy: make(chan struct{}, 1)}
+	var err error
+	if key.Stream() {
+		err = s.bindStream()
+	} else {
+		err = s.bindPacket()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Reconfigure(backlog, mode); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Socket) bindStream() error {
+	if s.key.Network == "unix" {
+		if err := removeStaleUnix(s.key.Address); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen(s.key.Network, s.key.Address)
+	if err != nil {
+		return err
+	}
+	raw, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.ln, s.raw = ln, raw
+	return nil
+}
+
+func (s *Socket) bindPacket() error {
+	if s.key.Network == "unixgram" {
+		if err := removeStaleUnix(s.key.Address); err != nil {
+			return err
+		}
+	}
+	pc, err := net.ListenPacket(s.key.Network, s.key.Address)
+	if err != nil {
+		return err
+	}
+	raw, err := pc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	s.pc, s.raw = pc, raw
+	return nil
+}
+
+// removeStaleUnix removes a socket file left by a process that is gone,
+// so that a crash does not keep a unix service down. A file that is not a
+// socket, or a socket someone still listens on, is left alone and binding
+// fails with "address already in use".
+func removeStaleUnix(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return nil
+	}
+	for _, network := range []string{"unix", "unixgram"} {
+		c, err := net.DialTimeout(network, path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EPROTOTYPE) {
+			return nil
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// Key returns the socket's identity.
+func (s *Socket) Key() config.ListenKey { return s.key }
+
+// Addr returns the bound local address (useful when the port was 0).
+func (s *Socket) Addr() net.Addr {
+	if s.ln != nil {
+		return s.ln.Addr()
+	}
+	return s.pc.LocalAddr()
+}
+
+// Reconfigure applies the settings that can change without rebinding:
+// the listen backlog (listen(2) again updates it) and a unix socket's mode.
+func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
+	if s.ln != nil && backlog > 0 {
+		var lerr error
+		err := s.raw.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), backlog) })
+		if err = errors.Join(err, lerr); err != nil {
+			return fmt.Errorf("set backlog %d: %w", backlog, err)
+		}
+	}
+	if mode != 0 && (s.key.Network == "unix" || s.key.Network == "unixgram") {
+		if err := os.Chmod(s.key.Address, mode); err != nil {
+			return fmt.Errorf("set socket mode: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the socket; it is safe to call more than once. Blocked
+// Accept, ReadFrom and readiness waits return net.ErrClosed.
+func (s *Socket) Close() error {
+	s.closeOnce.Do(func() {
+		if s.ln != nil {
+			s.closeErr = s.ln.Close()
+		} else {
+			s.closeErr = s.pc.Close()
+		}
+	})
+	return s.closeErr
+}
+
+// interrupt makes a blocked Accept, ReadFrom or readiness wait return
+// os.ErrDeadlineExceeded without closing the socket: the way a Service
+// stops serving a socket that a successor keeps.
+func (s *Socket) interrupt() { s.setDeadline(time.Unix(1, 0)) }
+
+// clearInterrupt undoes interrupt.
+func (s *Socket) clearInterrupt() { s.setDeadline(time.Time{}) }
+
+func (s *Socket) setDeadline(t time.Time) {
+	switch {
+	case s.ln != nil:
+		if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
+			d.SetDeadline(t)
+		}
+	default:
+		s.pc.SetReadDeadline(t)
+	}
+}
+
+// setNonblock puts the shared file description back in non-blocking
+// mode: handlers started in wait mode get it blocking and may leave it
+// either way, and superd's readiness waits need it non-blocking.
+func (s *Socket) setNonblock() error {
+	var serr error
+	err := s.raw.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) })
+	return errors.Join(err, serr)
+}
+
+// waitReadable blocks until the socket has a connection or datagram
+// waiting, without taking it: in wait mode the handler takes it.
+func (s *Socket) waitReadable() error {
+	return s.raw.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err == nil && n > 0
+	})
+}
+
+// acceptRaw accepts one connection as a blocking, close-on-exec
+// descriptor that never enters Go's poller: it goes to a handler as is,
+// with no dup and no mode change. The caller owns fd.
+func (s *Socket) acceptRaw() (fd int, peer unix.Sockaddr, err error) {
+	rerr := s.raw.Read(func(lfd uintptr) bool {
+		for {
+			fd, peer, err = unix.Accept4(int(lfd), unix.SOCK_CLOEXEC)
+			switch err {
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	if rerr != nil {
+		return -1, nil, rerr
+	}
+	if err != nil {
+		return -1, nil, os.NewSyscallError("accept4", err)
+	}
+	return fd, peer, nil
+}
+
+// dupBlocking returns a blocking close-on-exec duplicate of the socket,
+// for a wait-mode handler's stdin and stdout. The caller closes it. The
+// blocking flag lives on the shared file description, so the socket
+// itself is blocking until setNonblock.
+func (s *Socket) dupBlocking() (*os.File, error) {
+	var nfd int
+	var derr error
+	err := s.raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		if derr == nil {
+			if derr = unix.SetNonblock(nfd, false); derr != nil {
+				unix.Close(nfd)
+			}
+		}
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return nil, fmt.Errorf("dup socket: %w", err)
+	}
+	return os.NewFile(uintptr(nfd), s.key.String()), nil
+}
+
+// acquire takes the socket's busy token, waiting while a wait-mode
+// handler owns the socket.
+func (s *Socket) acquire(ctx context.Context) error {
+	select {
+	case s.busy <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// release returns the busy token.
+func (s *Socket) release() { <-s.busy }

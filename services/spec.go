@@ -1,0 +1,99 @@
+package services
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/superd/superd/config"
+)
+
+// defaultPath is the PATH every handler gets unless env sets another: a
+// fixed, safe value rather than whatever superd was started with.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Runtime is what the supervisor shares with every Service.
+type Runtime struct {
+	// Procs tracks every handler process; required.
+	Procs *Procs
+	// Self is the path of the superd executable, run as the confinement
+	// trampoline for services with umask, nice or limits.
+	Self string
+	// Euid is superd's effective uid; handlers switch users only when it
+	// is 0.
+	Euid int
+}
+
+// spec is everything about a service that is worked out once per
+// configuration rather than once per connection.
+type spec struct {
+	svc *config.Service
+
+	path string
+	argv []string
+	// env is the part of the environment that is the same for every
+	// connection. Per-connection variables go after it and config's env
+	// table last: os/exec keeps the last value of a duplicated key.
+	env     []string
+	userEnv []string
+	attr    *syscall.SysProcAttr
+}
+
+func newSpec(svc *config.Service, rt *Runtime) *spec {
+	sp := &spec{svc: svc}
+	if svc.Builtin != "" {
+		return sp
+	}
+	e := &svc.Exec
+	switchUser := e.Cred.Set && rt.Euid == 0
+	sp.attr = &syscall.SysProcAttr{Setsid: true}
+	if needsConfine(e) {
+		// The trampoline switches users itself, after the limits.
+		sp.path = rt.Self
+		c := *e
+		c.Cred.Set = switchUser
+		sp.argv = confineArgs(filepath.Base(rt.Self), &c)
+	} else {
+		sp.path, sp.argv = e.Path, e.Argv
+		if switchUser {
+			sp.attr.Credential = &syscall.Credential{Uid: e.Cred.Uid, Gid: e.Cred.Gid, Groups: e.Cred.Groups}
+		}
+	}
+	sp.env = []string{"PATH=" + defaultPath, "SUPERD_SERVICE=" + svc.Name}
+	if e.Cred.Set {
+		sp.env = append(sp.env, "HOME="+e.Cred.Home, "USER="+e.Cred.User,
+			"LOGNAME="+e.Cred.User, "SHELL="+e.Cred.Shell)
+	}
+	for _, k := range e.PassEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			sp.userEnv = append(sp.userEnv, k+"="+v)
+		}
+	}
+	sp.userEnv = append(sp.userEnv, e.Env...)
+	return sp
+}
+
+// command builds the handler command for one start. stdio becomes fds 0
+// and 1 (and 2 with stderr = "socket"); connEnv holds the per-connection
+// variables.
+func (sp *spec) command(stdio *os.File, connEnv []string) *exec.Cmd {
+	env := make([]string, 0, len(sp.env)+len(connEnv)+len(sp.userEnv))
+	env = append(append(append(env, sp.env...), connEnv...), sp.userEnv...)
+	cmd := &exec.Cmd{
+		Path:        sp.path,
+		Args:        sp.argv,
+		Env:         env,
+		Dir:         sp.svc.Exec.Dir,
+		Stdin:       stdio,
+		Stdout:      stdio,
+		SysProcAttr: sp.attr,
+	}
+	if sp.svc.Exec.Stderr == "socket" {
+		cmd.Stderr = stdio
+	}
+	return cmd
+}
+
+// logStderr reports whether the handler's stderr is logged.
+func (sp *spec) logStderr() bool { return sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "" }

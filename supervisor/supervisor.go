@@ -1,0 +1,205 @@
+// Package supervisor owns superd's running set of services: it binds
+// their sockets, starts and stops their Services, reloads the
+// configuration on SIGHUP, shuts down on SIGTERM and SIGINT, and keeps
+// systemd informed through sd_notify.
+//
+// Every map in a Supervisor belongs to the one goroutine that runs Run;
+// nothing else touches them, so there is no lock. The package does not
+// parse configuration files (package config does) or accept connections
+// (package services does).
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/superd/superd/config"
+	"github.com/superd/superd/services"
+)
+
+// Options are a Supervisor's collaborators.
+type Options struct {
+	// Load reads the configuration again on SIGHUP; required.
+	Load func() (*config.Config, error)
+	// Log receives every event; required.
+	Log *slog.Logger
+	// Runtime is shared with every Service; required.
+	Runtime *services.Runtime
+	// Notify sends one sd_notify state; nil when not under systemd.
+	Notify func(state string)
+	// Watchdog is the interval at which systemd expects WATCHDOG=1; zero
+	// when the watchdog is off.
+	Watchdog time.Duration
+}
+
+// Supervisor runs one configuration at a time.
+type Supervisor struct {
+	opts    Options
+	log     *slog.Logger
+	cfg     *config.Config
+	socks   map[config.ListenKey]*services.Socket
+	running map[string]*running
+	pending map[string]*pending
+	retry   *time.Timer
+}
+
+// running is a Service and the goroutine that serves it.
+type running struct {
+	svc    *services.Service
+	key    config.ListenKey
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Serve has returned
+}
+
+// pending is a service whose socket could not be bound yet.
+type pending struct {
+	svc   *config.Service
+	delay time.Duration
+	next  time.Time
+}
+
+// Bind retries start after firstRetry and double up to maxRetry.
+const (
+	firstRetry = time.Second
+	maxRetry   = time.Minute
+)
+
+// New returns a Supervisor that will run cfg.
+func New(cfg *config.Config, opts Options) *Supervisor {
+	if opts.Notify == nil {
+		opts.Notify = func(string) {}
+	}
+	return &Supervisor{
+		opts:    opts,
+		log:     opts.Log,
+		cfg:     cfg,
+		socks:   make(map[config.ListenKey]*services.Socket),
+		running: make(map[string]*running),
+		pending: make(map[string]*pending),
+	}
+}
+
+// Run binds every service, serves until SIGTERM, SIGINT or ctx ends,
+// then shuts down: sockets closed, handlers sent SIGTERM, SIGKILL after
+// the configured grace. It returns nil after a clean shutdown.
+func (s *Supervisor) Run(ctx context.Context) error {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	s.retry = time.NewTimer(time.Hour)
+	s.retry.Stop()
+	defer s.retry.Stop()
+
+	s.apply(s.cfg)
+	s.opts.Notify("READY=1\n" + s.status())
+	s.log.Info("ready", "services", len(s.running), "pending", len(s.pending))
+
+	var watchdog <-chan time.Time
+	if s.opts.Watchdog > 0 {
+		t := time.NewTicker(s.opts.Watchdog / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				s.reload()
+				continue
+			}
+			s.log.Info("stopping", "signal", sig.String())
+			return s.shutdown()
+		case <-ctx.Done():
+			return s.shutdown()
+		case <-watchdog:
+			s.opts.Notify("WATCHDOG=1")
+		case <-s.retry.C:
+			s.retryBinds(time.Now())
+		}
+	}
+}
+
+// status is the STATUS= line systemctl status shows.
+func (s *Supervisor) status() string {
+	st := fmt.Sprintf("STATUS=%d services running", len(s.running))
+	if len(s.pending) > 0 {
+		st += fmt.Sprintf(", %d waiting for their socket", len(s.pending))
+	}
+	return st + fmt.Sprintf(", %d handlers", s.opts.Runtime.Procs.Count())
+}
+
+// reload loads the configuration again and applies it. An invalid
+// configuration is logged and changes nothing.
+func (s *Supervisor) reload() {
+	s.opts.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	s.log.Info("reloading")
+	next, err := s.opts.Load()
+	if err != nil {
+		for _, e := range flatten(err) {
+			s.log.Error("reload failed, keeping the running configuration", "err", e)
+		}
+		s.opts.Notify("READY=1\n" + s.status() + " (last reload failed)")
+		return
+	}
+	for _, w := range next.Warnings {
+		s.log.Warn("config warning", "warning", w.Error())
+	}
+	s.apply(next)
+	s.cfg = next
+	s.opts.Notify("READY=1\n" + s.status())
+	s.log.Info("reloaded", "services", len(s.running), "pending", len(s.pending))
+}
+
+// flatten lists the errors joined by errors.Join.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// shutdown stops accepting, stops every Service, and ends the handlers:
+// SIGTERM to each process group, SIGKILL to what is left after the grace.
+func (s *Supervisor) shutdown() error {
+	s.opts.Notify("STOPPING=1")
+	for key, sock := range s.socks {
+		sock.Close()
+		delete(s.socks, key)
+	}
+	for name, r := range s.running {
+		s.stop(r)
+		delete(s.running, name)
+	}
+	procs := s.opts.Runtime.Procs
+	if n := procs.Count(); n > 0 {
+		s.log.Info("terminating handlers", "count", n, "grace", s.cfg.Global.ShutdownGrace)
+	}
+	procs.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
+	err := procs.Wait(ctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("killing handlers after grace", "count", procs.Count())
+		procs.Signal(syscall.SIGKILL)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := procs.Wait(ctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// stop ends a Service's Serve and waits for it. Its handlers keep
+// running.
+func (s *Supervisor) stop(r *running) {
+	r.cancel()
+	<-r.done
+}
