@@ -114,20 +114,21 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	}
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
-	log := s.log.With("remote", p.String())
+	remote := p.String()
 	pid, err := s.rt.Procs.start(startRequest{
 		cmd:       sp.command(conn, p.env()),
-		log:       log,
+		log:       s.log,
+		remote:    remote,
 		logStderr: sp.logStderr(),
 		timeout:   sp.svc.Limits.Timeout,
 		exited:    release,
 	})
 	if err != nil {
 		release()
-		log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)
+		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 		return
 	}
-	log.Info("start", "pid", pid)
+	s.log.Info("start", "pid", pid, "remote", remote)
 }
 
 // check applies the access lists and per_source. On success it returns

@@ -41,8 +41,9 @@ func NewProcs() *Procs {
 
 // startRequest is one handler to start.
 type startRequest struct {
-	cmd *exec.Cmd
-	log *slog.Logger // carries service (and remote) attributes
+	cmd    *exec.Cmd
+	log    *slog.Logger // carries the service attribute
+	remote string       // the client, for the log; "" in wait mode
 	// logStderr makes Procs give the handler a pipe as stderr and log
 	// every line written to it.
 	logStderr bool
@@ -81,12 +82,12 @@ func (p *Procs) start(req startRequest) (int, error) {
 	}
 	p.mu.Unlock()
 
-	log := req.log.With("pid", pid)
+	log := req.log
 	if rd != nil {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			logLines(rd, log)
+			logLines(rd, log, pid)
 			p.mu.Lock()
 			delete(p.pipes, rd)
 			p.mu.Unlock()
@@ -106,7 +107,7 @@ func (p *Procs) start(req startRequest) (int, error) {
 func (p *Procs) reap(req startRequest, pid int, log *slog.Logger, began time.Time) {
 	if req.timeout > 0 {
 		term := time.AfterFunc(req.timeout, func() {
-			log.Warn("timeout", "after", req.timeout)
+			log.Warn("timeout", "pid", pid, "after", req.timeout)
 			syscall.Kill(-pid, syscall.SIGTERM)
 		})
 		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
@@ -118,7 +119,13 @@ func (p *Procs) reap(req startRequest, pid int, log *slog.Logger, began time.Tim
 	delete(p.procs, pid)
 	p.mu.Unlock()
 	req.exited()
-	log.Info("exit", "status", exitStatus(req.cmd.ProcessState, err), "duration", time.Since(began).Round(time.Microsecond))
+	status := exitStatus(req.cmd.ProcessState, err)
+	took := time.Since(began).Round(time.Microsecond)
+	if req.remote != "" {
+		log.Info("exit", "pid", pid, "remote", req.remote, "status", status, "duration", took)
+	} else {
+		log.Info("exit", "pid", pid, "status", status, "duration", took)
+	}
 }
 
 // exitStatus describes how a handler ended: its exit code, or the signal
@@ -188,12 +195,12 @@ func (p *Procs) closeOrphanPipes(done <-chan struct{}) error {
 const maxLogLine = 4096
 
 // logLines logs each line read from r until EOF or an error.
-func logLines(r *os.File, log *slog.Logger) {
+func logLines(r *os.File, log *slog.Logger, pid int) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			log.Info("stderr", "line", strings.TrimRight(string(line), "\r\n"))
+			log.Info("stderr", "pid", pid, "line", strings.TrimRight(string(line), "\r\n"))
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return

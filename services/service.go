@@ -146,7 +146,7 @@ func (s *Service) admit(ctx context.Context) bool {
 // acceptError decides what an accept loop does after err: stop (true),
 // or carry on after the backoff for resource exhaustion.
 func (s *Service) acceptError(ctx context.Context, err error, delay *time.Duration) (stop bool) {
-	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+	if ctx.Err() != nil || s.sock.closed.Load() || errors.Is(err, net.ErrClosed) {
 		return true
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {

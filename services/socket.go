@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,12 @@ type Socket struct {
 	key config.ListenKey
 	ln  net.Listener   // stream sockets; nil for datagram sockets
 	pc  net.PacketConn // datagram sockets; nil for stream sockets
+	// lf is a duplicate of a stream socket, because a net.Listener's
+	// RawConn cannot wait for readiness and the raw accept needs that;
+	// nil for datagram sockets.
+	lf *os.File
+	// raw waits for readiness and runs raw system calls: lf's RawConn
+	// for stream sockets, pc's for datagram sockets.
 	raw syscall.RawConn
 
 	// busy holds one token while a wait-mode handler owns the socket, so
@@ -34,6 +41,7 @@ type Socket struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	closed    atomic.Bool // set before the descriptors close
 }
 
 // Bind creates the socket for key. backlog zero keeps the system maximum;
@@ -66,13 +74,37 @@ func (s *Socket) bindStream() error {
 	if err != nil {
 		return err
 	}
-	raw, err := ln.(syscall.Conn).SyscallConn()
+	lf, err := pollableDup(ln.(syscall.Conn), s.key.String())
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	s.ln, s.raw = ln, raw
+	raw, err := lf.SyscallConn()
+	if err != nil {
+		ln.Close()
+		lf.Close()
+		return err
+	}
+	s.ln, s.lf, s.raw = ln, lf, raw
 	return nil
+}
+
+// pollableDup duplicates a non-blocking socket into an *os.File that Go's
+// poller watches.
+func pollableDup(c syscall.Conn, name string) (*os.File, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup socket: %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
 }
 
 func (s *Socket) bindPacket() error {
@@ -149,11 +181,13 @@ func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
 }
 
 // Close closes the socket; it is safe to call more than once. Blocked
-// Accept, ReadFrom and readiness waits return net.ErrClosed.
+// Accept, ReadFrom and readiness waits return net.ErrClosed or
+// os.ErrClosed.
 func (s *Socket) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		if s.ln != nil {
-			s.closeErr = s.ln.Close()
+			s.closeErr = errors.Join(s.lf.Close(), s.ln.Close())
 		} else {
 			s.closeErr = s.pc.Close()
 		}
@@ -172,6 +206,7 @@ func (s *Socket) clearInterrupt() { s.setDeadline(time.Time{}) }
 func (s *Socket) setDeadline(t time.Time) {
 	switch {
 	case s.ln != nil:
+		s.lf.SetReadDeadline(t)
 		if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
 			d.SetDeadline(t)
 		}

@@ -251,9 +251,9 @@ args = ["udp-reply"]
 	if len(seen) != 5 {
 		t.Errorf("burst replies = %v, want 5 distinct", seen)
 	}
-	if n := d.countLog(`service=udpwait event=exit .*status=0`); n < 10 {
-		t.Errorf("%d clean exits logged, want 10", n)
-	}
+	waitFor(t, "10 clean exits logged", 5*time.Second, func() bool {
+		return d.countLog(`service=udpwait event=exit .*status=0`) == 10
+	})
 }
 
 func TestStreamWaitService(t *testing.T) {
@@ -477,7 +477,7 @@ args = ["hi"]
 	waitFor(t, "every handler to be reaped", 10*time.Second, func() bool { return len(d.children()) == 0 })
 	// stderr pipes close when their reader sees EOF, just after the reap.
 	waitFor(t, "fd count back at baseline", 5*time.Second, func() bool { return d.fdCount() <= baseFDs })
-	if got := d.countLog(`event=exit .*status=0`); got != n+1 {
-		t.Errorf("%d exits logged, want %d", got, n+1)
-	}
+	waitFor(t, fmt.Sprint(n+1, " exits logged"), 5*time.Second, func() bool {
+		return d.countLog(`event=exit .*status=0`) == n+1
+	})
 }

@@ -20,11 +20,8 @@ import (
 
 // The integration tests build the real superd binary once, start it on
 // loopback with a configuration of their own, and talk to it over real
-// sockets. Handlers are this test binary itself, re-executed with the
-// helperArg argument (see helpers_test.go).
-
-// helperArg as argv[1] makes the test binary act as a handler.
-const helperArg = "superd-test-helper"
+// sockets. Handlers are this test binary itself, run with argv[0]
+// "helper" (see helpers_test.go).
 
 // bin holds the paths TestMain prepared; set once before any test runs.
 var bin struct {
@@ -34,8 +31,8 @@ var bin struct {
 }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 2 && os.Args[1] == helperArg {
-		os.Exit(runHelper(os.Args[2], os.Args[3:]))
+	if len(os.Args) > 1 && filepath.Base(os.Args[0]) == "helper" {
+		os.Exit(runHelper(os.Args[1], os.Args[2:]))
 	}
 	os.Exit(testMain(m))
 }

@@ -31,12 +31,15 @@ var helpers = map[string]func(args []string) int{
 	"close-hang":  helperCloseHang,
 }
 
-// openFDs lists the descriptors open at start, above 2. It runs before
-// anything else in the helper opens a file.
+// openFDs lists the descriptors open at start, above 2, except the Go
+// runtime's own (it reads the cgroup CPU quota at start).
 func openFDs() []int {
 	var fds []int
-	for fd := 3; fd < 256; fd++ {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+	for fd := 3; fd < 1024; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			continue
+		}
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); !strings.HasPrefix(l, "/sys/fs/cgroup/") {
 			fds = append(fds, fd)
 		}
 	}
@@ -46,7 +49,12 @@ func openFDs() []int {
 func runHelper(name string, args []string) int {
 	extra := openFDs()
 	if len(extra) > 0 && name == "describe" {
-		args = append(args, "extra-fds="+fmt.Sprint(extra))
+		var desc []string
+		for _, fd := range extra {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+			desc = append(desc, fmt.Sprintf("%d:%s", fd, l))
+		}
+		args = append(args, "extra-fds="+fmt.Sprint(desc))
 	}
 	h, ok := helpers[name]
 	if !ok {
@@ -217,7 +225,8 @@ func helperStderr(args []string) int {
 
 // helperGrandchild starts a child that outlives it, in its process group.
 func helperGrandchild(args []string) int {
-	cmd := exec.Command("/proc/self/exe", helperArg, "sleep", args[0])
+	cmd := exec.Command("/proc/self/exe", "sleep", args[0])
+	cmd.Args[0] = "helper"
 	if err := cmd.Start(); err != nil {
 		return 1
 	}

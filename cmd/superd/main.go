@@ -96,6 +96,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if status, done := parseFlags(fs, args); done {
 		return status
 	}
+	if err := closeOnExecInherited(); err != nil {
+		fmt.Fprintln(stderr, "superd: cannot mark inherited descriptors close-on-exec:", err)
+		return 1
+	}
 	if *logTo != "" && *logTo != "stderr" && *logTo != "syslog" {
 		fmt.Fprintf(stderr, "superd run: --log must be stderr or syslog, not %q\n", *logTo)
 		return 2
