@@ -29,6 +29,9 @@ var helpers = map[string]func(args []string) int{
 	"stderr":      helperStderr,
 	"grandchild":  helperGrandchild,
 	"close-hang":  helperCloseHang,
+	"crash":       helperCrash,
+	"fork-hang":   helperForkHang,
+	"stream":      helperStream,
 }
 
 // openFDs lists the descriptors open at start, above 2, except the Go
@@ -241,4 +244,37 @@ func helperCloseHang(args []string) int {
 	d, _ := time.ParseDuration(args[0])
 	time.Sleep(d)
 	return 0
+}
+
+// helperCrash dies of SIGSEGV at once.
+func helperCrash(args []string) int {
+	unix.Kill(os.Getpid(), unix.SIGSEGV)
+	time.Sleep(time.Second)
+	return 1
+}
+
+// helperForkHang starts a child in its own process group that sleeps
+// for args[0], says both pids, and sleeps as long itself: only killing
+// the whole group ends both.
+func helperForkHang(args []string) int {
+	cmd := exec.Command("/proc/self/exe", "sleep", args[0])
+	cmd.Args[0] = "helper"
+	if err := cmd.Start(); err != nil {
+		return 1
+	}
+	say(fmt.Sprintf("pids %d %d\n", os.Getpid(), cmd.Process.Pid))
+	d, _ := time.ParseDuration(args[0])
+	time.Sleep(d)
+	return 0
+}
+
+// helperStream writes to the connection without end, until it is
+// killed or the client goes away.
+func helperStream(args []string) int {
+	chunk := []byte(strings.Repeat("x", 4096))
+	for {
+		if _, err := unix.Write(1, chunk); err != nil {
+			return 0
+		}
+	}
 }
