@@ -53,6 +53,10 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 			c.Close()
 			continue
 		}
+		if t := sp.svc.Limits.Timeout; t > 0 {
+			// No process to signal: the deadline ends the connection.
+			c.SetDeadline(time.Now().Add(t))
+		}
 		mu.Lock()
 		conns[c] = struct{}{}
 		mu.Unlock()

@@ -150,6 +150,9 @@ func (s *Supervisor) reload() {
 	for _, w := range next.Warnings {
 		s.log.Warn("config warning", "warning", w.Error())
 	}
+	if g, h := s.cfg.Global, next.Global; g.Log != h.Log || g.SyslogFacility != h.SyslogFacility || g.SyslogTag != h.SyslogTag || g.SyslogSocket != h.SyslogSocket {
+		s.log.Warn("log settings changed: they take effect when superd restarts")
+	}
 	s.apply(next)
 	s.cfg = next
 	s.opts.Notify("READY=1\n" + s.status())

@@ -78,7 +78,11 @@ func limits(svc *config.Service) string {
 	parts = append(parts, "per_source="+orNone(l.PerSource > 0, strconv.Itoa(l.PerSource)))
 	parts = append(parts, "rate="+orNone(l.Rate > 0, strconv.FormatFloat(l.Rate, 'g', -1, 64)))
 	parts = append(parts, "timeout="+orNone(l.Timeout > 0, l.Timeout.String()))
-	parts = append(parts, "backlog="+orNone(svc.Backlog > 0, strconv.Itoa(svc.Backlog)))
+	backlog := "somaxconn"
+	if svc.Backlog > 0 {
+		backlog = strconv.Itoa(svc.Backlog)
+	}
+	parts = append(parts, "backlog="+backlog)
 	e := svc.Exec
 	if e.Umask >= 0 && svc.Builtin == "" {
 		parts = append(parts, fmt.Sprintf("umask=%03o", e.Umask))
