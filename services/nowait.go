@@ -115,7 +115,7 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
 	remote := p.String()
-	pid, err := s.rt.Procs.start(startRequest{
+	_, err := s.rt.Procs.start(startRequest{
 		cmd:       sp.command(conn, p.env()),
 		log:       s.log,
 		remote:    remote,
@@ -126,9 +126,7 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	if err != nil {
 		release()
 		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
-		return
 	}
-	s.log.Info("start", "pid", pid, "remote", remote)
 }
 
 // check applies the access lists and per_source. On success it returns

@@ -82,6 +82,13 @@ func (p *Procs) start(req startRequest) (int, error) {
 	}
 	p.mu.Unlock()
 
+	who := []any{"pid", pid}
+	if req.remote != "" {
+		who = append(who, "remote", req.remote)
+	}
+	// Logged here, before the reaper exists, so that start always
+	// precedes exit in the log.
+	req.log.Info("start", who...)
 	log := req.log
 	if rd != nil {
 		p.wg.Add(1)
@@ -97,35 +104,33 @@ func (p *Procs) start(req startRequest) (int, error) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.reap(req, pid, log, began)
+		p.reap(req, pid, who, began)
 	}()
 	return pid, nil
 }
 
 // reap waits for one handler, enforcing its timeout on the whole process
 // group, and logs its exit.
-func (p *Procs) reap(req startRequest, pid int, log *slog.Logger, began time.Time) {
+func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
+	log := req.log
+	stopTimers := func() {}
 	if req.timeout > 0 {
 		term := time.AfterFunc(req.timeout, func() {
-			log.Warn("timeout", "pid", pid, "after", req.timeout)
+			log.Warn("timeout", append(who, "after", req.timeout)...)
 			syscall.Kill(-pid, syscall.SIGTERM)
 		})
 		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
-		defer term.Stop()
-		defer kill.Stop()
+		stopTimers = func() { term.Stop(); kill.Stop() }
 	}
 	err := req.cmd.Wait()
+	stopTimers()
 	p.mu.Lock()
 	delete(p.procs, pid)
 	p.mu.Unlock()
 	req.exited()
 	status := exitStatus(req.cmd.ProcessState, err)
 	took := time.Since(began).Round(time.Microsecond)
-	if req.remote != "" {
-		log.Info("exit", "pid", pid, "remote", req.remote, "status", status, "duration", took)
-	} else {
-		log.Info("exit", "pid", pid, "status", status, "duration", took)
-	}
+	log.Info("exit", append(who, "status", status, "duration", took)...)
 }
 
 // exitStatus describes how a handler ended: its exit code, or the signal

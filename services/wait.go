@@ -70,7 +70,7 @@ func (s *Service) startWait() {
 		return
 	}
 	defer f.Close()
-	pid, err := s.rt.Procs.start(startRequest{
+	_, err = s.rt.Procs.start(startRequest{
 		cmd:       sp.command(f, []string{"PROTO=" + protoOf(s.sock.key.Network)}),
 		log:       s.log,
 		logStderr: sp.logStderr(),
@@ -80,9 +80,7 @@ func (s *Service) startWait() {
 	if err != nil {
 		s.sock.release()
 		s.log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)
-		return
 	}
-	s.log.Info("start", "pid", pid)
 }
 
 // protoOf is the PROTO value for a socket's network.
