@@ -43,6 +43,12 @@ func writeFile(t *testing.T, dir, name, text string, mode os.FileMode) string {
 func configDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
+	// Handlers run as nobody: nobody must be able to reach them.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	writeFile(t, dir, "handler", "#!/bin/sh\nexec cat\n", 0o755)
 	writeFile(t, dir, "notexec", "#!/bin/sh\n", 0o644)
 	return dir

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -78,4 +81,56 @@ func (b *builder) checkHandler(e Exec) {
 	if err := unsafeFile(fi, uid, gid, who); err != nil {
 		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
 	}
+	if err := canExec(e.Path, e.Cred); err != nil {
+		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
+	}
+}
+
+// canExec tells whether the handler's user can reach and execute path,
+// so that a handler in a folder only root may enter (a checkout under
+// /root, say) fails in `superd check`, not at the first connection.
+func canExec(path string, c Cred) error {
+	if !c.Set || c.Uid == 0 {
+		return nil
+	}
+	dir := "/"
+	for _, part := range strings.Split(filepath.Dir(path), "/") {
+		if part == "" {
+			continue
+		}
+		dir = filepath.Join(dir, part)
+		if err := allowed(dir, c, 0o1); err != nil {
+			return fmt.Errorf("user %s cannot enter %s: %w", c.User, dir, err)
+		}
+	}
+	if err := allowed(path, c, 0o1); err != nil {
+		return fmt.Errorf("user %s cannot execute it: %w", c.User, err)
+	}
+	return nil
+}
+
+// allowed checks the permission bits (a mask of the "other" triplet:
+// 1 = execute/search) of name for c, as the kernel does: owner bits for
+// the owner, else group bits for a member, else other bits.
+func allowed(name string, c Cred, want os.FileMode) error {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return unwrapPath(err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	mode := fi.Mode().Perm()
+	bits := mode & 0o7
+	switch {
+	case st.Uid == c.Uid:
+		bits = mode >> 6 & 0o7
+	case st.Gid == c.Gid || slices.Contains(c.Groups, st.Gid):
+		bits = mode >> 3 & 0o7
+	}
+	if bits&want != want {
+		return fmt.Errorf("mode %04o, owner %d, group %d", mode, st.Uid, st.Gid)
+	}
+	return nil
 }

@@ -134,3 +134,23 @@ func TestPermsAutoFollowsEuid(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestHandlerUnreachable(t *testing.T) {
+	needRoot(t)
+	dir := configDir(t)
+	private := filepath.Join(dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, private, "handler", "#!/bin/sh\n", 0o755)
+	path := writeFile(t, dir, "services.toml", "[services.s]\npath = \"private/handler\"\nuser = \"nobody\"\nport = 7\n", 0o644)
+	_, err := Options{Euid: 0}.Load(path)
+	if err == nil || !strings.Contains(err.Error(), "user nobody cannot enter "+private) {
+		t.Fatalf("got %v, want an error saying nobody cannot enter %s", err, private)
+	}
+	// root needs no search permission.
+	path = writeFile(t, dir, "root.toml", "[services.s]\npath = \"private/handler\"\nuser = \"root\"\nport = 7\n", 0o644)
+	if _, err := (Options{Euid: 0}).Load(path); err != nil {
+		t.Fatalf("root's handler: %v", err)
+	}
+}
