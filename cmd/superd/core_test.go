@@ -481,3 +481,51 @@ args = ["hi"]
 		return d.countLog(`event=exit .*status=0`) == n+1
 	})
 }
+
+func TestSdNotifyStates(t *testing.T) {
+	port := freePort(t, "tcp")
+	cfg := fmt.Sprintf("[services.echo]\nbuiltin = \"echo\"\nport = %d\naddress = \"127.0.0.1\"\n", port)
+	d := newDaemon(t, cfg)
+	d.env = []string{"WATCHDOG_USEC=200000"}
+	d.start()
+	if msg := d.waitNotify("READY=1", 20*time.Second); !strings.Contains(msg, "STATUS=1 services running") {
+		t.Errorf("READY message %q, want STATUS with the number of services", msg)
+	}
+	d.waitNotify("WATCHDOG=1", 5*time.Second)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	msg := d.waitNotify("RELOADING=1", 5*time.Second)
+	if !regexp.MustCompile(`MONOTONIC_USEC=\d+`).MatchString(msg) {
+		t.Errorf("RELOADING message %q lacks MONOTONIC_USEC", msg)
+	}
+	d.waitNotify("READY=1", 5*time.Second)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.waitNotify("STOPPING=1", 5*time.Second)
+}
+
+func TestBindRetry(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := busy.Addr().(*net.TCPAddr).Port
+	other := freePort(t, "tcp")
+	d := startDaemon(t, fmt.Sprintf(`
+[services.blocked]
+builtin = "echo"
+port = %d
+address = "127.0.0.1"
+[services.free]
+builtin = "echo"
+port = %d
+address = "127.0.0.1"
+`, port, other))
+	d.waitLog(`event="cannot bind" service=blocked`, 5*time.Second)
+	if got := roundTrip(t, other, "ok"); got != "ok" {
+		t.Errorf("the other service answered %q while one was blocked", got)
+	}
+	busy.Close()
+	d.waitLog(`event=listening service=blocked`, 10*time.Second)
+	if got := roundTrip(t, port, "late"); got != "late" {
+		t.Errorf("after the retry: %q", got)
+	}
+}

@@ -76,6 +76,7 @@ type superdProc struct {
 	cmd    *exec.Cmd
 	dir    string // holds services.toml
 	config string
+	env    []string // extra environment for superd
 	notify *net.UnixConn
 
 	mu   sync.Mutex
@@ -136,6 +137,7 @@ func (d *superdProc) start(args ...string) {
 	args = append([]string{"run", "--config", d.config}, args...)
 	cmd := exec.Command(bin.superd, args...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.notify.LocalAddr().String(), "SUPERD_LEAK_CHECK=leaked")
+	cmd.Env = append(cmd.Env, d.env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		d.t.Fatal(err)
