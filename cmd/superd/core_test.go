@@ -529,3 +529,31 @@ address = "127.0.0.1"
 		t.Errorf("after the retry: %q", got)
 	}
 }
+
+// TestDualStackEnv checks the default address (one socket for IPv4 and
+// IPv6): an IPv4 client appears as plain IPv4, not ::ffff:127.0.0.1.
+func TestDualStackEnv(t *testing.T) {
+	port := freePort(t, "tcp")
+	startDaemon(t, fmt.Sprintf(`
+[services.any]
+port = %d
+user = "root"
+path = "%%HELPER%%"
+args = ["describe"]
+`, port))
+	got := parseDescribe(t, roundTrip(t, port, ""))
+	if got.env["TCPREMOTEIP"] != "127.0.0.1" || got.env["TCPLOCALIP"] != "127.0.0.1" {
+		t.Errorf("IPv4 client: TCPREMOTEIP=%q TCPLOCALIP=%q, want 127.0.0.1", got.env["TCPREMOTEIP"], got.env["TCPLOCALIP"])
+	}
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("[::1]:%d", port), 2*time.Second)
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	out, _ := io.ReadAll(c)
+	c.Close()
+	got = parseDescribe(t, string(out))
+	if got.env["TCPREMOTEIP"] != "::1" || got.env["REMOTE_ADDR"] != "::1" {
+		t.Errorf("IPv6 client: TCPREMOTEIP=%q REMOTE_ADDR=%q, want ::1", got.env["TCPREMOTEIP"], got.env["REMOTE_ADDR"])
+	}
+}
