@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/superd/superd/config"
 	"github.com/superd/superd/services/builtin"
 )
 
@@ -61,8 +62,10 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Add(1)
+		s.active.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.active.Add(-1)
 			builtin.ServeStream(sp.svc.Builtin, c)
 			mu.Lock()
 			delete(conns, c)
@@ -85,29 +88,64 @@ func (s *Service) checkConn(sp *spec, c net.Conn) (func(), bool) {
 }
 
 // serveBuiltinPacket answers datagrams until ctx is done or the socket
-// is closed.
+// is closed. Update interrupts it, so that a reload's settings (another
+// built-in, rate, access lists) take effect at once.
 func (s *Service) serveBuiltinPacket(ctx context.Context) error {
-	sp := s.spec.Load()
-	replies := rate.NewLimiter(builtinReplyRate, builtinReplyRate)
-	if r := sp.svc.Limits.Rate; r > 0 {
-		replies = rate.NewLimiter(rate.Limit(r), int(max(1, r)))
-	}
-	p, err := builtin.NewPacket(sp.svc.Builtin, replies)
-	if err != nil {
-		return err
-	}
 	for {
-		err := p.Serve(s.sock.pc)
-		if err == nil || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		sp := s.spec.Load()
+		p, err := builtin.NewPacket(sp.svc.Builtin, replyLimiter(sp.svc.Limits.Rate))
+		if err != nil {
+			return err
+		}
+		var pc net.PacketConn = s.sock.pc
+		if !sp.svc.Access.Empty() {
+			pc = &accessPacketConn{PacketConn: pc, s: s, access: sp.svc.Access}
+		}
+		err = p.Serve(pc)
+		if err == nil || ctx.Err() != nil || s.sock.closed.Load() {
 			return nil
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			s.sock.clearInterrupt()
+			if ctx.Err() != nil {
+				return nil
+			}
 			continue
 		}
 		s.log.Error("read failed", "err", err)
 		if !sleep(ctx, time.Second) {
 			return nil
 		}
+	}
+}
+
+// replyLimiter bounds a datagram built-in's answers: the service's rate,
+// or builtinReplyRate.
+func replyLimiter(r float64) *rate.Limiter {
+	if r > 0 {
+		return rate.NewLimiter(rate.Limit(r), int(max(1, r)))
+	}
+	return rate.NewLimiter(builtinReplyRate, builtinReplyRate)
+}
+
+// accessPacketConn drops datagrams from senders the access lists refuse,
+// before a built-in sees them.
+type accessPacketConn struct {
+	net.PacketConn
+	s      *Service
+	access config.Access
+}
+
+func (c *accessPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok || c.access.Allowed(ua.AddrPort().Addr().Unmap()) {
+			return n, addr, nil
+		}
+		c.s.denials.log(c.s.log, "access", addr.String())
 	}
 }

@@ -115,15 +115,17 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
 	remote := p.String()
+	s.active.Add(1)
 	_, err := s.rt.Procs.start(startRequest{
 		cmd:       sp.command(conn, p.env()),
 		log:       s.log,
 		remote:    remote,
 		logStderr: sp.logStderr(),
 		timeout:   sp.svc.Limits.Timeout,
-		exited:    release,
+		exited:    func() { s.active.Add(-1); release() },
 	})
 	if err != nil {
+		s.active.Add(-1)
 		release()
 		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 	}
@@ -162,6 +164,7 @@ func (s *Service) check(sp *spec, p *peer) (release func(), ok bool) {
 type sourceKey = netip.Prefix
 
 func sourceOf(ip netip.Addr) sourceKey {
+	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {
 		bits = 64

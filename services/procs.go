@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -116,7 +117,7 @@ func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
 	stopTimers := func() {}
 	if req.timeout > 0 {
 		term := time.AfterFunc(req.timeout, func() {
-			log.Warn("timeout", append(who, "after", req.timeout)...)
+			log.Warn("timeout", append(slices.Clip(who), "after", req.timeout)...)
 			syscall.Kill(-pid, syscall.SIGTERM)
 		})
 		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
@@ -130,7 +131,7 @@ func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
 	req.exited()
 	status := exitStatus(req.cmd.ProcessState, err)
 	took := time.Since(began).Round(time.Microsecond)
-	log.Info("exit", append(who, "status", status, "duration", took)...)
+	log.Info("exit", append(slices.Clip(who), "status", status, "duration", took)...)
 }
 
 // exitStatus describes how a handler ended: its exit code, or the signal
@@ -162,9 +163,8 @@ func (p *Procs) Signal(sig syscall.Signal) {
 }
 
 // Wait waits until every handler has been reaped and every stderr pipe
-// has been drained, or until ctx is done. When ctx ends first, the stderr
-// pipes still open (held by processes that left their handler's process
-// group) are closed so their goroutines end, and ctx's error is returned.
+// has been drained, or until ctx is done, and then returns ctx's error.
+// It is for shutdown: once Wait has been called, no handler may start.
 func (p *Procs) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -175,23 +175,18 @@ func (p *Procs) Wait(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		return ctx.Err()
 	}
-	p.mu.Lock()
-	for rd := range p.pipes {
-		rd.SetReadDeadline(time.Unix(1, 0))
-	}
-	p.mu.Unlock()
-	return errors.Join(ctx.Err(), p.closeOrphanPipes(done))
 }
 
-// closeOrphanPipes waits briefly for the goroutines to end after their
-// pipes were interrupted.
-func (p *Procs) closeOrphanPipes(done <-chan struct{}) error {
-	select {
-	case <-done:
-		return nil
-	case <-time.After(time.Second):
-		return errors.New("handler goroutines still running")
+// ClosePipes ends the logging of stderr pipes still open after their
+// handlers were killed: processes that left the handler's process group
+// can hold them forever. Their goroutines end soon after.
+func (p *Procs) ClosePipes() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rd := range p.pipes {
+		rd.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 

@@ -13,6 +13,7 @@ package services
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -63,6 +64,7 @@ type Service struct {
 	log  *slog.Logger
 
 	spec    atomic.Pointer[spec]
+	active  atomic.Int64 // running handlers or built-in connections
 	slots   slots
 	limiter *rate.Limiter
 	sources sources
@@ -104,11 +106,14 @@ func (s *Service) Update(svc *config.Service) {
 	s.limiter.SetLimit(lim)
 	s.limiter.SetBurst(burst)
 	s.slots.poke() // the instances limit may have grown
+	if s.mode == ModeBuiltinPacket {
+		s.sock.interrupt() // the datagram loop picks up the new settings
+	}
 }
 
 // Running returns the number of handlers (or built-in connections) of
-// this service that hold a slot.
-func (s *Service) Running() int { return s.slots.count() }
+// this service that are running now.
+func (s *Service) Running() int { return int(s.active.Load()) }
 
 // Serve serves the socket until ctx is done or the socket is closed, and
 // then returns nil. It leaves the socket open: its owner closes it.
@@ -118,9 +123,21 @@ func (s *Service) Serve(ctx context.Context) error {
 	s.sock.clearInterrupt()
 	stop := context.AfterFunc(ctx, s.sock.interrupt)
 	defer stop()
-	switch s.mode {
-	case ModeWait:
+	if s.mode == ModeWait {
 		return s.serveWait(ctx)
+	}
+	// A wait-mode handler of the Service this one replaces may still own
+	// the socket, and leaves it blocking: wait for it, then take the
+	// socket back, or an accept would block where ctx cannot reach it.
+	if err := s.sock.acquire(ctx); err != nil {
+		return nil
+	}
+	err := s.sock.setNonblock()
+	s.sock.release()
+	if err != nil {
+		return fmt.Errorf("service %q: make socket non-blocking: %w", s.name, err)
+	}
+	switch s.mode {
 	case ModeBuiltinStream:
 		return s.serveBuiltinStream(ctx)
 	case ModeBuiltinPacket:
@@ -150,9 +167,11 @@ func (s *Service) acceptError(ctx context.Context, err error, delay *time.Durati
 		return true
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// A late interrupt from a previous Service on this socket.
+		// A late interrupt from a previous Service on this socket. Look
+		// at ctx again after clearing it: our own cancel may have come
+		// in between, and its interrupt was just cleared.
 		s.sock.clearInterrupt()
-		return false
+		return ctx.Err() != nil
 	}
 	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off as net/http does, from
 	// 5ms to 1s, rather than spin on a full descriptor table.

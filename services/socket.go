@@ -181,8 +181,7 @@ func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
 }
 
 // Close closes the socket; it is safe to call more than once. Blocked
-// Accept, ReadFrom and readiness waits return net.ErrClosed or
-// os.ErrClosed.
+// Accept, ReadFrom and readiness waits return net.ErrClosed.
 func (s *Socket) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -227,11 +226,21 @@ func (s *Socket) setNonblock() error {
 // waitReadable blocks until the socket has a connection or datagram
 // waiting, without taking it: in wait mode the handler takes it.
 func (s *Socket) waitReadable() error {
-	return s.raw.Read(func(fd uintptr) bool {
+	return s.rawErr(s.raw.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(pfd, 0)
 		return err == nil && n > 0
-	})
+	}))
+}
+
+// rawErr reports a raw wait that failed because Close closed the socket
+// as net.ErrClosed, as package net does: the poller's own error for a
+// closed file is unexported.
+func (s *Socket) rawErr(err error) error {
+	if err != nil && s.closed.Load() {
+		return net.ErrClosed
+	}
+	return err
 }
 
 // acceptRaw accepts one connection as a blocking, close-on-exec
@@ -251,7 +260,7 @@ func (s *Socket) acceptRaw() (fd int, peer unix.Sockaddr, err error) {
 		}
 	})
 	if rerr != nil {
-		return -1, nil, rerr
+		return -1, nil, s.rawErr(rerr)
 	}
 	if err != nil {
 		return -1, nil, os.NewSyscallError("accept4", err)

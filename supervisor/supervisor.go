@@ -187,13 +187,21 @@ func (s *Supervisor) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
 	err := procs.Wait(ctx)
 	cancel()
-	if err != nil {
+	if err != nil && procs.Count() > 0 {
 		s.log.Warn("killing handlers after grace", "count", procs.Count())
 		procs.Signal(syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = procs.Wait(ctx)
+		cancel()
+	}
+	// What can outlive SIGKILL is a stderr pipe held by a process that
+	// left its handler's process group.
+	if err != nil {
+		procs.ClosePipes()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := procs.Wait(ctx); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
+			return fmt.Errorf("shutdown: handlers still running after SIGKILL: %w", err)
 		}
 	}
 	s.log.Info("stopped")

@@ -1,0 +1,790 @@
+package supervisor_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/superd/superd/config"
+	"github.com/superd/superd/services"
+	"github.com/superd/superd/supervisor"
+)
+
+// testTimeout bounds every wait in these tests.
+const testTimeout = 10 * time.Second
+
+func TestMain(m *testing.M) {
+	// As superd's main does: nothing this process inherited may reach a
+	// handler.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, "close_range:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// entry is one captured log record (with the logger's attributes) or
+// one sd_notify state (msg only).
+type entry struct {
+	msg   string
+	attrs map[string]string
+}
+
+func (e entry) String() string {
+	keys := make([]string, 0, len(e.attrs))
+	for k := range e.attrs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q", e.msg)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%s", k, e.attrs[k])
+	}
+	return b.String()
+}
+
+// recorder keeps entries and lets tests wait for them.
+type recorder struct {
+	mu      sync.Mutex
+	entries []entry
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+
+func (r *recorder) add(e entry) {
+	r.mu.Lock()
+	r.entries = append(r.entries, e)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *recorder) all() []entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.entries)
+}
+
+func (r *recorder) filter(f func(entry) bool) []entry {
+	var out []entry
+	for _, e := range r.all() {
+		if f(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *recorder) count(f func(entry) bool) int { return len(r.filter(f)) }
+
+// waitN waits until n entries match f and returns them.
+func (r *recorder) waitN(t *testing.T, n int, f func(entry) bool) []entry {
+	t.Helper()
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		ch := r.changed
+		r.mu.Unlock()
+		if got := r.filter(f); len(got) >= n {
+			return got
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("got %d matching entries after %v, want %d", r.count(f), testTimeout, n)
+		}
+	}
+}
+
+func (r *recorder) wait(t *testing.T, f func(entry) bool) entry {
+	t.Helper()
+	return r.waitN(t, 1, f)[0]
+}
+
+type recHandler struct {
+	r     *recorder
+	attrs []slog.Attr
+}
+
+func (h *recHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *recHandler) Handle(_ context.Context, rec slog.Record) error {
+	e := entry{msg: rec.Message, attrs: map[string]string{"level": rec.Level.String()}}
+	for _, a := range h.attrs {
+		e.attrs[a.Key] = a.Value.Resolve().String()
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		e.attrs[a.Key] = a.Value.Resolve().String()
+		return true
+	})
+	h.r.add(e)
+	return nil
+}
+
+func (h *recHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recHandler{r: h.r, attrs: append(slices.Clone(h.attrs), as...)}
+}
+
+func (h *recHandler) WithGroup(string) slog.Handler { return h }
+
+// match selects entries with message msg and the given key, value pairs.
+func match(msg string, kv ...string) func(entry) bool {
+	return func(e entry) bool {
+		if e.msg != msg {
+			return false
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if e.attrs[kv[i]] != kv[i+1] {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func prefix(p string) func(entry) bool {
+	return func(e entry) bool { return strings.HasPrefix(e.msg, p) }
+}
+
+// run is a Supervisor running in a goroutine, its log, its sd_notify
+// states, and the configuration its Load returns next.
+type run struct {
+	log    *recorder
+	notes  *recorder
+	next   atomic.Pointer[config.Config]
+	fail   atomic.Pointer[error]
+	loads  atomic.Int32
+	procs  *services.Procs
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a Supervisor on cfg until the end of the test and waits for
+// its first READY=1.
+func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
+	t.Helper()
+	r := &run{log: newRecorder(), notes: newRecorder(), procs: services.NewProcs(), done: make(chan error, 1)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range r.log.all() {
+				t.Logf("log: %s", e)
+			}
+			for _, e := range r.notes.all() {
+				t.Logf("notify: %q", e.msg)
+			}
+		}
+	})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := supervisor.New(cfg, supervisor.Options{
+		Load: func() (*config.Config, error) {
+			r.loads.Add(1)
+			if err := r.fail.Load(); err != nil {
+				return nil, *err
+			}
+			return r.next.Load(), nil
+		},
+		Log:      slog.New(&recHandler{r: r.log}),
+		Runtime:  &services.Runtime{Procs: r.procs, Self: self, Euid: os.Geteuid()},
+		Notify:   func(state string) { r.notes.add(entry{msg: state}) },
+		Watchdog: watchdog,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run at cleanup = %v, want nil", err)
+			}
+			r.done <- err
+		case <-time.After(testTimeout):
+			t.Errorf("Run still running %v after cancel", testTimeout)
+		}
+	})
+	r.notes.wait(t, prefix("READY=1"))
+	return r
+}
+
+// stop cancels Run and checks that it returns nil.
+func (r *run) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("Run still running %v after cancel", testTimeout)
+	}
+}
+
+// reload makes Load return next, sends SIGHUP (Run's signal.Notify
+// catches it while Run runs) and waits for the READY=1 that ends the
+// reload. It returns that state.
+func (r *run) reload(t *testing.T, next *config.Config) string {
+	t.Helper()
+	r.next.Store(next)
+	n := r.notes.count(prefix("READY=1"))
+	loads := r.loads.Load()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	st := r.notes.waitN(t, n+1, prefix("READY=1"))[n].msg
+	if got := r.loads.Load(); got != loads+1 {
+		t.Fatalf("Load called %d times for one SIGHUP, want once", got-loads)
+	}
+	return st
+}
+
+// addr returns the address service name was bound to, from its
+// "listening" line; n selects the n-th binding (0 is the first).
+func (r *run) addr(t *testing.T, name string, n int) string {
+	t.Helper()
+	return r.log.waitN(t, n+1, match("listening", "service", name))[n].attrs["addr"]
+}
+
+func cfgOf(svcs ...*config.Service) *config.Config {
+	return &config.Config{Global: config.Global{ShutdownGrace: 500 * time.Millisecond}, Services: svcs}
+}
+
+func key(address string) config.ListenKey { return config.ListenKey{Network: "tcp", Address: address} }
+
+func builtinSvc(name, address, builtin string) *config.Service {
+	return &config.Service{Name: name, Listen: key(address), Builtin: builtin, Limits: config.Limits{Instances: 16}}
+}
+
+func execSvc(name, address, path string, args ...string) *config.Service {
+	return &config.Service{
+		Name:   name,
+		Listen: key(address),
+		Exec:   config.Exec{Path: path, Argv: append([]string{path}, args...), Dir: "/", Stderr: "log", Umask: -1},
+		Limits: config.Limits{Instances: 16},
+	}
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, testTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(testTimeout))
+	return c
+}
+
+func readAll(t *testing.T, c net.Conn) string {
+	t.Helper()
+	b, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after %q: %v", b, err)
+	}
+	return string(b)
+}
+
+// echoOnce sends line over an echo connection and checks the answer.
+func echoOnce(t *testing.T, c net.Conn, br *bufio.Reader, line string) {
+	t.Helper()
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		t.Fatalf("write %q: %v", line, err)
+	}
+	got, err := br.ReadString('\n')
+	if err != nil || got != line+"\n" {
+		t.Fatalf("echo of %q: %q, %v", line, got, err)
+	}
+}
+
+// refused checks that nothing listens on addr any more.
+func refused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatalf("dial %s succeeded, want the port closed", addr)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial %s: %v, want connection refused", addr, err)
+	}
+}
+
+// TestRunReadyAndShutdown checks start-up (READY=1 with STATUS, disabled
+// services not bound) and a shutdown by context: STOPPING=1, sockets
+// closed, handlers sent SIGTERM and reaped, nil returned.
+func TestRunReadyAndShutdown(t *testing.T) {
+	off := builtinSvc("off", "127.0.0.3:0", "echo")
+	off.Disabled = true
+	r := start(t, cfgOf(
+		builtinSvc("echo", "127.0.0.1:0", "echo"),
+		execSvc("hold", "127.0.0.2:0", "/bin/sh", "-c", "read x; echo never"),
+		off,
+	), 0)
+	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=2 services running, 0 handlers"; got != want {
+		t.Errorf("first state = %q, want %q", got, want)
+	}
+	if l := r.log.wait(t, match("ready")); l.attrs["services"] != "2" || l.attrs["pending"] != "0" {
+		t.Errorf("ready line %v, want services=2 pending=0", l)
+	}
+	if n := r.log.count(match("listening", "service", "off")); n != 0 {
+		t.Errorf("disabled service bound %d times, want never", n)
+	}
+	echoAddr, holdAddr := r.addr(t, "echo", 0), r.addr(t, "hold", 0)
+	c := dial(t, echoAddr)
+	echoOnce(t, c, bufio.NewReader(c), "hi")
+
+	held := dial(t, holdAddr)
+	r.log.wait(t, match("start", "service", "hold"))
+
+	r.stop(t)
+	if !slices.ContainsFunc(r.notes.all(), func(e entry) bool { return e.msg == "STOPPING=1" }) {
+		t.Errorf("states %v, want STOPPING=1", r.notes.all())
+	}
+	if ex := r.log.wait(t, match("exit", "service", "hold")); ex.attrs["status"] != "signal:SIGTERM" {
+		t.Errorf("handler exit at shutdown %v, want status=signal:SIGTERM", ex)
+	}
+	if got := readAll(t, held); got != "" {
+		t.Errorf("client of the terminated handler got %q", got)
+	}
+	r.log.wait(t, match("stopped"))
+	if n := r.procs.Count(); n != 0 {
+		t.Errorf("%d handlers left after shutdown", n)
+	}
+	refused(t, echoAddr)
+	refused(t, holdAddr)
+}
+
+// TestShutdownKillsAfterGrace checks that a handler that ignores SIGTERM
+// is killed, with its process group, once the grace is over.
+func TestShutdownKillsAfterGrace(t *testing.T) {
+	cfg := cfgOf(execSvc("stubborn", "127.0.0.1:0", "/bin/sh", "-c", `trap "" TERM; echo ready; while :; do sleep 1; done`))
+	cfg.Global.ShutdownGrace = 200 * time.Millisecond
+	r := start(t, cfg, 0)
+	c := dial(t, r.addr(t, "stubborn", 0))
+	br := bufio.NewReader(c)
+	if l, err := br.ReadString('\n'); err != nil || l != "ready\n" {
+		t.Fatalf("handler said %q, %v", l, err)
+	}
+	began := time.Now()
+	r.stop(t)
+	took := time.Since(began)
+	if l := r.log.wait(t, match("killing handlers after grace")); l.attrs["count"] != "1" {
+		t.Errorf("kill line %v, want count=1", l)
+	}
+	if ex := r.log.wait(t, match("exit", "service", "stubborn")); ex.attrs["status"] != "signal:SIGKILL" {
+		t.Errorf("exit %v, want signal:SIGKILL", ex)
+	}
+	if took < 200*time.Millisecond {
+		t.Errorf("shutdown took %v, less than the 200ms grace", took)
+	}
+	// The whole group is gone: nobody holds the connection any more.
+	if got := readAll(t, c); got != "" {
+		t.Errorf("got %q after the kill", got)
+	}
+}
+
+// TestSignalTerm checks that SIGTERM stops Run with nil.
+func TestSignalTerm(t *testing.T) {
+	r := start(t, cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), 0)
+	addr := r.addr(t, "echo", 0)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("Run after SIGTERM = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("Run still running after SIGTERM")
+	}
+	if l := r.log.wait(t, match("stopping")); l.attrs["signal"] != "terminated" {
+		t.Errorf("stopping line %v, want signal=terminated", l)
+	}
+	refused(t, addr)
+}
+
+// TestReload checks a reload's effects: an unchanged address keeps its
+// socket, its backlog and its open connections; a removed service's port
+// closes while its running handler is left alone; a new service is bound;
+// a moved service follows its address.
+func TestReload(t *testing.T) {
+	keep := builtinSvc("keep", "127.0.0.1:0", "echo")
+	keep.Limits.Instances = 1
+	r := start(t, cfgOf(
+		keep,
+		builtinSvc("gone", "127.0.0.2:0", "echo"),
+		execSvc("gonehandler", "127.0.0.3:0", "/bin/sh", "-c", `read x; echo "got $x"`),
+		builtinSvc("moves", "127.0.0.4:0", "echo"),
+	), 0)
+	keepAddr, goneAddr := r.addr(t, "keep", 0), r.addr(t, "gone", 0)
+	handlerAddr, movesAddr := r.addr(t, "gonehandler", 0), r.addr(t, "moves", 0)
+
+	c1 := dial(t, keepAddr)
+	br1 := bufio.NewReader(c1)
+	echoOnce(t, c1, br1, "before") // c1 holds the only slot
+	c2 := dial(t, keepAddr)        // waits in the backlog
+	if _, err := fmt.Fprintln(c2, "queued"); err != nil {
+		t.Fatal(err)
+	}
+	h := dial(t, handlerAddr)
+	r.log.wait(t, match("start", "service", "gonehandler"))
+
+	keep2 := builtinSvc("keep", "127.0.0.1:0", "echo")
+	keep2.Limits.Instances = 1
+	st := r.reload(t, cfgOf(keep2, builtinSvc("new", "127.0.0.5:0", "daytime"), builtinSvc("moves", "127.0.0.6:0", "echo")))
+	if want := "READY=1\nSTATUS=3 services running, 1 handlers"; st != want {
+		t.Errorf("state after reload = %q, want %q", st, want)
+	}
+	r.log.wait(t, match("reloaded"))
+
+	// keep: same socket, never re-bound, connections intact.
+	if n := r.log.count(match("listening", "service", "keep")); n != 1 {
+		t.Errorf("keep bound %d times, want once (socket kept)", n)
+	}
+	echoOnce(t, c1, br1, "after")
+	c1.Close()
+	if got, err := bufio.NewReader(c2).ReadString('\n'); err != nil || got != "queued\n" {
+		t.Errorf("client queued across the reload got %q, %v; want its echo", got, err)
+	}
+
+	// gone: port closed; its running handler still runs and is reaped.
+	refused(t, goneAddr)
+	refused(t, handlerAddr)
+	if l := r.log.wait(t, match("closed", "listen", "tcp/127.0.0.2:0")); l.attrs["level"] != "INFO" {
+		t.Errorf("closed line %v", l)
+	}
+	fmt.Fprintln(h, "late")
+	if got := readAll(t, h); got != "got late\n" {
+		t.Errorf("handler of a removed service answered %q, want it untouched", got)
+	}
+	if ex := r.log.wait(t, match("exit", "service", "gonehandler")); ex.attrs["status"] != "0" {
+		t.Errorf("exit of the removed service's handler %v, want status=0", ex)
+	}
+
+	// new and moved services.
+	if got := readAll(t, dial(t, r.addr(t, "new", 0))); !strings.HasSuffix(got, "\r\n") {
+		t.Errorf("new daytime service answered %q", got)
+	}
+	refused(t, movesAddr)
+	mc := dial(t, r.addr(t, "moves", 1))
+	echoOnce(t, mc, bufio.NewReader(mc), "moved")
+}
+
+// TestReloadModeChange switches a port from the built-in echo to a
+// handler: the socket stays, and a client waiting in its backlog during
+// the reload is served by the handler.
+func TestReloadModeChange(t *testing.T) {
+	svc := builtinSvc("m", "127.0.0.1:0", "echo")
+	svc.Limits.Instances = 1
+	r := start(t, cfgOf(svc), 0)
+	addr := r.addr(t, "m", 0)
+	c1 := dial(t, addr)
+	echoOnce(t, c1, bufio.NewReader(c1), "builtin")
+	c2 := dial(t, addr) // in the backlog: the only slot is c1's
+
+	r.reload(t, cfgOf(execSvc("m", "127.0.0.1:0", "/bin/echo", "handler")))
+	if n := r.log.count(match("listening", "service", "m")); n != 1 {
+		t.Errorf("m bound %d times, want once (socket kept across the mode change)", n)
+	}
+	if got := readAll(t, c2); got != "handler\n" {
+		t.Errorf("client queued across the mode change got %q, want the handler's answer", got)
+	}
+	if got := readAll(t, dial(t, addr)); got != "handler\n" {
+		t.Errorf("new client got %q, want handler", got)
+	}
+	// The built-in's connection ended with its Service.
+	if got := readAll(t, c1); got != "" {
+		t.Errorf("built-in connection after the mode change got %q, want EOF", got)
+	}
+}
+
+// TestBindRetry checks that a service whose port is busy waits, the
+// others run, and it is bound by the retry once the port is free.
+func TestBindRetry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	r := start(t, cfgOf(builtinSvc("busy", busy, "echo"), builtinSvc("free", "127.0.0.2:0", "echo")), 0)
+	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=1 services running, 1 waiting for their socket, 0 handlers"; got != want {
+		t.Errorf("first state = %q, want %q", got, want)
+	}
+	if l := r.log.wait(t, match("cannot bind", "service", "busy")); !strings.Contains(l.attrs["err"], "address already in use") || l.attrs["level"] != "ERROR" {
+		t.Errorf("bind failure line %v", l)
+	}
+	if l := r.log.wait(t, match("will retry bind", "service", "busy")); l.attrs["in"] != "1s" {
+		t.Errorf("retry line %v, want in=1s", l)
+	}
+	if l := r.log.wait(t, match("ready")); l.attrs["pending"] != "1" {
+		t.Errorf("ready line %v, want pending=1", l)
+	}
+	fc := dial(t, r.addr(t, "free", 0))
+	echoOnce(t, fc, bufio.NewReader(fc), "free")
+
+	// Still busy at the first retry: the delay doubles.
+	if l := r.log.waitN(t, 2, match("will retry bind", "service", "busy"))[1]; l.attrs["in"] != "2s" {
+		t.Errorf("second retry line %v, want in=2s", l)
+	}
+	if n := r.log.count(match("listening", "service", "busy")); n != 0 {
+		t.Fatalf("busy bound %d times while its port was taken", n)
+	}
+	ln.Close()
+	if got := r.addr(t, "busy", 0); got != busy {
+		t.Errorf("busy bound to %s, want %s", got, busy)
+	}
+	if st := r.notes.wait(t, prefix("STATUS=2 services")); st.msg != "STATUS=2 services running, 0 handlers" {
+		t.Errorf("state after the retry = %q", st.msg)
+	}
+	c := dial(t, busy)
+	echoOnce(t, c, bufio.NewReader(c), "bound at last")
+}
+
+// TestReloadNotify checks the sd_notify states of a reload: RELOADING=1
+// with the current CLOCK_MONOTONIC in microseconds, then READY=1.
+func TestReloadNotify(t *testing.T) {
+	cfg := cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo"))
+	r := start(t, cfg, 0)
+	before := monotonicUsec(t)
+	next := cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo"))
+	next.Warnings = []*config.Error{{File: "x.toml", Service: "echo", Key: "only_from", Err: errors.New("has no effect")}}
+	r.reload(t, next)
+	after := monotonicUsec(t)
+
+	var states []string
+	for _, e := range r.notes.all() {
+		states = append(states, strings.SplitN(e.msg, "\n", 2)[0])
+	}
+	if want := []string{"READY=1", "RELOADING=1", "READY=1"}; !slices.Equal(states, want) {
+		t.Fatalf("states %q, want %q", states, want)
+	}
+	reloading := r.notes.all()[1].msg
+	v, ok := strings.CutPrefix(reloading, "RELOADING=1\nMONOTONIC_USEC=")
+	usec, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil || usec < before || usec > after {
+		t.Errorf("reloading state %q, want MONOTONIC_USEC between %d and %d", reloading, before, after)
+	}
+	if l := r.log.wait(t, match("config warning")); l.attrs["warning"] != `x.toml: service "echo": key "only_from": has no effect` {
+		t.Errorf("warning line %v", l)
+	}
+	// reloading is logged before reloaded.
+	var order []string
+	for _, e := range r.log.all() {
+		if e.msg == "reloading" || e.msg == "reloaded" {
+			order = append(order, e.msg)
+		}
+	}
+	if !slices.Equal(order, []string{"reloading", "reloaded"}) {
+		t.Errorf("reload lines %q, want reloading then reloaded", order)
+	}
+}
+
+func monotonicUsec(t *testing.T) int64 {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return ts.Nano() / 1000
+}
+
+// TestReloadFails checks that a configuration that does not load keeps
+// the running set whole, logs each error, and still answers READY=1.
+func TestReloadFails(t *testing.T) {
+	r := start(t, cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), 0)
+	addr := r.addr(t, "echo", 0)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	echoOnce(t, c, br, "before")
+
+	bad := errors.Join(
+		&config.Error{File: "s.toml", Line: 3, Key: "port", Err: errors.New("port 70000 out of range 1..65535")},
+		&config.Error{File: "s.toml", Line: 9, Service: "x", Key: "user", Err: errors.New(`unknown user "0day"`)},
+	)
+	r.fail.Store(&bad)
+	st := r.reload(t, nil)
+	if want := "READY=1\nSTATUS=1 services running, 0 handlers (last reload failed)"; st != want {
+		t.Errorf("state after a failed reload = %q, want %q", st, want)
+	}
+	lines := r.log.waitN(t, 2, match("reload failed, keeping the running configuration"))
+	if lines[0].attrs["err"] != `s.toml:3: key "port": port 70000 out of range 1..65535` ||
+		lines[1].attrs["err"] != `s.toml:9: service "x": key "user": unknown user "0day"` {
+		t.Errorf("failure lines %v, want one per error", lines)
+	}
+	if n := r.log.count(match("reloaded")); n != 0 {
+		t.Errorf("%d reloaded lines after a failed reload", n)
+	}
+	echoOnce(t, c, br, "after")
+	c2 := dial(t, addr)
+	echoOnce(t, c2, bufio.NewReader(c2), "new client")
+
+	// A plain error is logged as is.
+	plain := error(errors.New("open /etc/superd/services.toml: permission denied"))
+	r.fail.Store(&plain)
+	r.reload(t, nil)
+	if l := r.log.waitN(t, 3, match("reload failed, keeping the running configuration"))[2]; l.attrs["err"] != plain.Error() {
+		t.Errorf("failure line %v, want err=%q", l, plain)
+	}
+
+	// The next good reload works.
+	r.fail.Store(nil)
+	st = r.reload(t, cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo"), builtinSvc("two", "127.0.0.2:0", "echo")))
+	if want := "READY=1\nSTATUS=2 services running, 0 handlers"; st != want {
+		t.Errorf("state after the good reload = %q, want %q", st, want)
+	}
+}
+
+// TestWatchdog checks WATCHDOG=1 at half the interval.
+func TestWatchdog(t *testing.T) {
+	r := start(t, cfgOf(), 100*time.Millisecond)
+	began := time.Now()
+	r.notes.waitN(t, 3, match("WATCHDOG=1"))
+	if took := time.Since(began); took < 100*time.Millisecond {
+		t.Errorf("3 watchdog pings within %v, want them 50ms apart", took)
+	}
+}
+
+// TestRunNoServices checks that an empty configuration still gets ready
+// and shuts down.
+func TestRunNoServices(t *testing.T) {
+	r := start(t, cfgOf(), 0)
+	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=0 services running, 0 handlers"; got != want {
+		t.Errorf("state = %q, want %q", got, want)
+	}
+	r.stop(t)
+	if got := r.notes.all(); got[len(got)-1].msg != "STOPPING=1" {
+		t.Errorf("last state %q, want STOPPING=1", got[len(got)-1].msg)
+	}
+}
+
+// TestReloadSwap swaps the addresses of two services in one reload: both
+// sockets stay, and each now serves the other service.
+func TestReloadSwap(t *testing.T) {
+	r := start(t, cfgOf(builtinSvc("a", "127.0.0.1:0", "echo"), builtinSvc("b", "127.0.0.2:0", "daytime")), 0)
+	aAddr, bAddr := r.addr(t, "a", 0), r.addr(t, "b", 0)
+	r.reload(t, cfgOf(builtinSvc("a", "127.0.0.2:0", "echo"), builtinSvc("b", "127.0.0.1:0", "daytime")))
+	if n := r.log.count(match("listening")); n != 2 {
+		t.Errorf("%d sockets bound in all, want 2 (both kept)", n)
+	}
+	if got := readAll(t, dial(t, aAddr)); !strings.HasSuffix(got, "\r\n") {
+		t.Errorf("a's old address answered %q, want daytime", got)
+	}
+	c := dial(t, bAddr)
+	echoOnce(t, c, bufio.NewReader(c), "swapped")
+}
+
+// TestReloadNetworkChange moves a service from tcp to tcp4 on the same
+// port: the new socket can only be bound once the old one is closed, and
+// apply does that within the same reload.
+func TestReloadNetworkChange(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := start(t, cfgOf(builtinSvc("n", addr, "echo")), 0)
+	r.addr(t, "n", 0)
+	next := builtinSvc("n", addr, "daytime")
+	next.Listen.Network = "tcp4"
+	st := r.reload(t, cfgOf(next))
+	if want := "READY=1\nSTATUS=1 services running, 0 handlers"; st != want {
+		t.Errorf("state after the reload = %q, want %q (nothing pending)", st, want)
+	}
+	if got := r.addr(t, "n", 1); got != addr {
+		t.Errorf("rebound to %s, want %s", got, addr)
+	}
+	if got := readAll(t, dial(t, addr)); !strings.HasSuffix(got, "\r\n") {
+		t.Errorf("after the move the port answered %q, want daytime", got)
+	}
+}
+
+// TestReloadWaitToNowait turns wait off for a port while its wait-mode
+// handler runs. The handler's blocking mode stays on the shared socket;
+// the new nowait Service must not be stuck in a blocking accept4, or the
+// shutdown that follows never ends (Close waits for the accept).
+func TestReloadWaitToNowait(t *testing.T) {
+	w := execSvc("w", "127.0.0.1:0", "/bin/sh", "-c", "exec sleep 2")
+	w.Wait = true
+	r := start(t, cfgOf(w), 0)
+	addr := r.addr(t, "w", 0)
+	c1 := dial(t, addr)
+	r.log.wait(t, match("start", "service", "w"))
+	r.reload(t, cfgOf(execSvc("w", "127.0.0.1:0", "/bin/echo", "nowait")))
+	if got := readAll(t, c1); got != "nowait\n" {
+		t.Errorf("client got %q, want the nowait handler's answer", got)
+	}
+	r.log.waitN(t, 2, match("start", "service", "w"))
+
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("shutdown still running 5s after cancel: Serve is blocked in accept4 on a socket left blocking by the wait handler, and Socket.Close waits for it")
+		// One more client unblocks accept4 so that the test can end.
+		dial(t, addr)
+		select {
+		case err := <-r.done:
+			r.done <- err
+		case <-time.After(testTimeout):
+			t.Fatalf("Run still running after the unblocking connection")
+		}
+	}
+}
+
+// TestRunWithoutNotify checks that Notify may be nil (not under systemd).
+func TestRunWithoutNotify(t *testing.T) {
+	rec := newRecorder()
+	s := supervisor.New(cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), supervisor.Options{
+		Load:    func() (*config.Config, error) { return nil, errors.New("unused") },
+		Log:     slog.New(&recHandler{r: rec}),
+		Runtime: &services.Runtime{Procs: services.NewProcs()},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	addr := rec.wait(t, match("listening", "service", "echo")).attrs["addr"]
+	rec.wait(t, match("ready"))
+	c := dial(t, addr)
+	echoOnce(t, c, bufio.NewReader(c), "no systemd")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("Run still running after cancel")
+	}
+}
