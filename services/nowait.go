@@ -199,26 +199,47 @@ func (c *sources) give(k sourceKey) {
 
 // denials logs refused connections at most once a second per reason, so
 // that a flood cannot fill the disk; each line carries the number of
-// refusals it stands for.
+// refusals it stands for (count), the last refused client among them.
+// Refusals held back are logged by a timer at the end of their second,
+// so the count of a flood's tail is not lost.
 type denials struct {
-	mu    sync.Mutex
-	last  map[string]time.Time
-	count map[string]int
+	mu      sync.Mutex
+	last    map[string]time.Time
+	count   map[string]int
+	remote  map[string]string
+	pending map[string]bool // a flush timer is set
 }
 
 func (d *denials) log(log *slog.Logger, reason, remote string) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.last == nil {
 		d.last, d.count = make(map[string]time.Time), make(map[string]int)
+		d.remote, d.pending = make(map[string]string), make(map[string]bool)
 	}
 	d.count[reason]++
-	now := time.Now()
-	if now.Sub(d.last[reason]) < time.Second {
-		d.mu.Unlock()
+	d.remote[reason] = remote
+	wait := time.Second - time.Since(d.last[reason])
+	if wait <= 0 {
+		d.flushLocked(log, reason)
 		return
 	}
+	if !d.pending[reason] {
+		d.pending[reason] = true
+		time.AfterFunc(wait, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.pending[reason] = false
+			d.flushLocked(log, reason)
+		})
+	}
+}
+
+func (d *denials) flushLocked(log *slog.Logger, reason string) {
 	n := d.count[reason]
-	d.last[reason], d.count[reason] = now, 0
-	d.mu.Unlock()
-	log.Warn("refused", "reason", reason, "remote", remote, "count", n)
+	if n == 0 {
+		return
+	}
+	d.last[reason], d.count[reason] = time.Now(), 0
+	log.Warn("refused", "reason", reason, "remote", d.remote[reason], "count", n)
 }
