@@ -186,7 +186,8 @@ type Access struct {
 //	addr in NoAccess                       → false
 //	OnlyFrom not empty, addr not in it     → false
 func (a Access) Allowed(addr netip.Addr) bool {
-	addr = addr.Unmap()
+	// A prefix never contains an address with a zone (fe80::1%eth0).
+	addr = addr.Unmap().WithZone("")
 	for _, p := range a.NoAccess {
 		if p.Contains(addr) {
 			return false

@@ -233,8 +233,14 @@ func (b *builder) cred() Cred {
 	}
 	groups := []uint32{gid}
 	if acct.known {
-		// As initgroups(3) does: the database groups plus the chosen gid.
-		groups = sortedIDs(append(slices.Clone(acct.groups), gid))
+		// As initgroups(user, gid) does: the groups that list the user
+		// plus the chosen gid. The database answer also holds the
+		// user's passwd group, which a `group` setting replaces.
+		groups = slices.Clone(acct.groups)
+		if gid != acct.gid {
+			groups = slices.DeleteFunc(groups, func(g uint32) bool { return g == acct.gid })
+		}
+		groups = sortedIDs(append(groups, gid))
 	}
 	return Cred{Set: true, User: acct.name, Uid: acct.uid, Gid: gid, Groups: groups,
 		Home: acct.home, Shell: acct.shell}

@@ -326,6 +326,10 @@ func checkEnvName(name string) error {
 }
 
 // parseRate accepts a number of connections per second; 0 means no limit.
+// maxRate bounds rate: far beyond what a host can fork, and small enough
+// that the token bucket's burst (= rate) fits an int.
+const maxRate = 1_000_000
+
 func parseRate(v any) (float64, error) {
 	var r float64
 	switch x := v.(type) {
@@ -336,8 +340,8 @@ func parseRate(v any) (float64, error) {
 	default:
 		return 0, fmt.Errorf("must be a number of connections per second, not %s", typeName(v))
 	}
-	if math.IsNaN(r) || math.IsInf(r, 0) || r < 0 {
-		return 0, fmt.Errorf("rate %v must be a finite number, at least 0 (0 means no limit)", r)
+	if math.IsNaN(r) || math.IsInf(r, 0) || r < 0 || r > maxRate {
+		return 0, fmt.Errorf("rate %v must be a number from 0 (no limit) to %d", r, maxRate)
 	}
 	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,11 +71,29 @@ type confinement struct {
 	argv              []string
 }
 
+// reportFD is the trampoline's descriptor for reporting a failure to
+// superd; superd reads it to end of file, which the exec brings.
+const reportFD = 3
+
 // Confine runs the trampoline: args are the arguments after
 // ConfineCommand. It applies the limits, umask and niceness, switches
 // to the handler's user, and execs the handler with the current
-// environment. It returns only on failure.
+// environment. It returns only on failure, after reporting the error to
+// superd on reportFD (or, when that is not open, on stderr: the report
+// must not reach a client through stderr = "socket").
 func Confine(args []string) error {
+	// The report pipe must not reach the handler; and niceness is a
+	// thread's, so the thread that sets it must be the one that execs.
+	unix.CloseOnExec(reportFD)
+	runtime.LockOSThread()
+	err := confine(args)
+	if _, werr := unix.Write(reportFD, []byte(err.Error())); werr != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return err
+}
+
+func confine(args []string) error {
 	c, err := parseConfine(args)
 	if err != nil {
 		return fmt.Errorf("superd confine: %w", err)
@@ -83,7 +102,7 @@ func Confine(args []string) error {
 		return fmt.Errorf("superd confine %s: %w", c.path, err)
 	}
 	err = syscall.Exec(c.path, c.argv, os.Environ())
-	return fmt.Errorf("superd confine: exec %s: %w", c.path, err)
+	return fmt.Errorf("exec %s: %w", c.path, err)
 }
 
 func parseConfine(args []string) (*confinement, error) {

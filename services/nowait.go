@@ -116,14 +116,10 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	defer conn.Close()
 	remote := p.String()
 	s.active.Add(1)
-	_, err := s.rt.Procs.start(startRequest{
-		cmd:       sp.command(conn, p.env()),
-		log:       s.log,
-		remote:    remote,
-		logStderr: sp.logStderr(),
-		timeout:   sp.svc.Limits.Timeout,
-		exited:    func() { s.active.Add(-1); release() },
-	})
+	_, err := s.rt.Procs.start(sp.request(conn, p.env(), s.log, remote, func() {
+		s.active.Add(-1)
+		release()
+	}))
 	if err != nil {
 		s.active.Add(-1)
 		release()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,14 +31,18 @@ const killDelay = 5 * time.Second
 // lines. Wait waits for all of them.
 type Procs struct {
 	mu    sync.Mutex
-	procs map[int]struct{}      // pids of running handlers (= their process groups)
-	pipes map[*os.File]struct{} // stderr read ends still being logged
-	wg    sync.WaitGroup
+	procs map[int]struct{} // pids of running handlers (= their process groups)
+	// groups are process groups whose leader has been reaped while other
+	// members lived on; Signal reaches them too. A group's number cannot
+	// be reused while it has a member, and entries go once it is empty.
+	groups map[int]struct{}
+	pipes  map[*os.File]struct{} // stderr read ends still being logged
+	wg     sync.WaitGroup
 }
 
 // NewProcs returns an empty process table.
 func NewProcs() *Procs {
-	return &Procs{procs: make(map[int]struct{}), pipes: make(map[*os.File]struct{})}
+	return &Procs{procs: make(map[int]struct{}), groups: make(map[int]struct{}), pipes: make(map[*os.File]struct{})}
 }
 
 // startRequest is one handler to start.
@@ -49,6 +54,9 @@ type startRequest struct {
 	// every line written to it.
 	logStderr bool
 	timeout   time.Duration
+	// confined marks a start through the confinement trampoline, which
+	// reports a failure before the handler's exec on fd 3.
+	confined bool
 	// exited runs once the handler has been reaped, before the exit is
 	// logged; it frees the handler's slots.
 	exited func()
@@ -68,10 +76,26 @@ func (p *Procs) start(req startRequest) (int, error) {
 		defer w.Close()
 		rd = r
 	}
+	var report *os.File
+	if req.confined {
+		r, w, err := os.Pipe()
+		if err != nil {
+			if rd != nil {
+				rd.Close()
+			}
+			return 0, fmt.Errorf("trampoline pipe: %w", err)
+		}
+		req.cmd.ExtraFiles = []*os.File{w}
+		defer w.Close()
+		report = r
+	}
 	began := time.Now()
 	if err := req.cmd.Start(); err != nil {
 		if rd != nil {
 			rd.Close()
+		}
+		if report != nil {
+			report.Close()
 		}
 		return 0, err
 	}
@@ -105,9 +129,23 @@ func (p *Procs) start(req startRequest) (int, error) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		if report != nil {
+			readReport(report, log, who, req.cmd.Path)
+		}
 		p.reap(req, pid, who, began)
 	}()
 	return pid, nil
+}
+
+// readReport logs why the confinement trampoline could not start the
+// handler. It returns at the handler's exec (end of file, as the pipe is
+// close-on-exec) or when the trampoline exits.
+func readReport(r *os.File, log *slog.Logger, who []any, path string) {
+	defer r.Close()
+	msg, _ := io.ReadAll(io.LimitReader(r, maxLogLine))
+	if len(msg) > 0 {
+		log.Error("cannot start handler", append(slices.Clip(who), "err", strings.TrimSpace(string(msg)))...)
+	}
 }
 
 // reap waits for one handler, enforcing its timeout on the whole process
@@ -121,12 +159,22 @@ func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
 			syscall.Kill(-pid, syscall.SIGTERM)
 		})
 		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
-		stopTimers = func() { term.Stop(); kill.Stop() }
+		// Once the timeout has struck, the SIGKILL stays due even if the
+		// leader died of the SIGTERM: the rest of its group may not have.
+		stopTimers = func() {
+			if term.Stop() {
+				kill.Stop()
+			}
+		}
 	}
 	err := req.cmd.Wait()
 	stopTimers()
 	p.mu.Lock()
 	delete(p.procs, pid)
+	p.pruneGroupsLocked()
+	if syscall.Kill(-pid, 0) == nil {
+		p.groups[pid] = struct{}{}
+	}
 	p.mu.Unlock()
 	req.exited()
 	status := exitStatus(req.cmd.ProcessState, err)
@@ -146,6 +194,15 @@ func exitStatus(ps *os.ProcessState, err error) string {
 	return fmt.Sprint(ps.ExitCode())
 }
 
+// pruneGroupsLocked forgets the leftover process groups that are empty.
+func (p *Procs) pruneGroupsLocked() {
+	for g := range p.groups {
+		if syscall.Kill(-g, 0) != nil {
+			delete(p.groups, g)
+		}
+	}
+}
+
 // Count returns the number of running handlers.
 func (p *Procs) Count() int {
 	p.mu.Lock()
@@ -153,12 +210,17 @@ func (p *Procs) Count() int {
 	return len(p.procs)
 }
 
-// Signal sends sig to the process group of every running handler.
+// Signal sends sig to the process group of every running handler, and
+// to the groups of exited handlers that still have members.
 func (p *Procs) Signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.pruneGroupsLocked()
 	for pid := range p.procs {
 		syscall.Kill(-pid, sig)
+	}
+	for g := range p.groups {
+		syscall.Kill(-g, sig)
 	}
 }
 

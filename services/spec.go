@@ -1,6 +1,7 @@
 package services
 
 import (
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,9 +36,10 @@ type spec struct {
 	// env is the part of the environment that is the same for every
 	// connection. Per-connection variables go after it and config's env
 	// table last: os/exec keeps the last value of a duplicated key.
-	env     []string
-	userEnv []string
-	attr    *syscall.SysProcAttr
+	env      []string
+	userEnv  []string
+	attr     *syscall.SysProcAttr
+	confined bool // path is the confinement trampoline
 }
 
 func newSpec(svc *config.Service, rt *Runtime) *spec {
@@ -50,7 +52,7 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 	sp.attr = &syscall.SysProcAttr{Setsid: true}
 	if needsConfine(e) {
 		// The trampoline switches users itself, after the limits.
-		sp.path = rt.Self
+		sp.path, sp.confined = rt.Self, true
 		c := *e
 		c.Cred.Set = switchUser
 		sp.argv = confineArgs(filepath.Base(rt.Self), &c)
@@ -95,5 +97,16 @@ func (sp *spec) command(stdio *os.File, connEnv []string) *exec.Cmd {
 	return cmd
 }
 
-// logStderr reports whether the handler's stderr is logged.
-func (sp *spec) logStderr() bool { return sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "" }
+// request builds the start of one handler; see command for stdio and
+// connEnv.
+func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remote string, exited func()) startRequest {
+	return startRequest{
+		cmd:       sp.command(stdio, connEnv),
+		log:       log,
+		remote:    remote,
+		logStderr: sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "",
+		timeout:   sp.svc.Limits.Timeout,
+		confined:  sp.confined,
+		exited:    exited,
+	}
+}

@@ -381,7 +381,7 @@ func TestSpecCommand(t *testing.T) {
 			if cmd.SysProcAttr != sp.attr {
 				t.Errorf("SysProcAttr = %p, want the spec's %p", cmd.SysProcAttr, sp.attr)
 			}
-			if got, want := sp.logStderr(), stderr == "log" || stderr == ""; got != want {
+			if got, want := sp.request(f, nil, nil, "", nil).logStderr, stderr == "log" || stderr == ""; got != want {
 				t.Errorf("logStderr = %v, want %v", got, want)
 			}
 			// Two commands do not share an Env backing array.

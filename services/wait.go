@@ -70,13 +70,8 @@ func (s *Service) startWait() {
 		return
 	}
 	defer f.Close()
-	_, err = s.rt.Procs.start(startRequest{
-		cmd:       sp.command(f, []string{"PROTO=" + protoOf(s.sock.key.Network)}),
-		log:       s.log,
-		logStderr: sp.logStderr(),
-		timeout:   sp.svc.Limits.Timeout,
-		exited:    s.sock.release,
-	})
+	env := []string{"PROTO=" + protoOf(s.sock.key.Network)}
+	_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
 	if err != nil {
 		s.sock.release()
 		s.log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)

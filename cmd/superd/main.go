@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case services.ConfineCommand:
-		fmt.Fprintln(stderr, services.Confine(args[1:]))
+		services.Confine(args[1:]) // returns only on failure, reported
 		return 127
 	case "run":
 		return cmdRun(args[1:], stderr)
