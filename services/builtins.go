@@ -41,7 +41,7 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 	for s.admit(ctx) {
 		c, err := s.sock.ln.Accept()
 		if err != nil {
-			s.slots.release()
+			s.adm.slots.release()
 			if s.acceptError(ctx, err, &delay) {
 				return nil
 			}
@@ -62,10 +62,10 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Add(1)
-		s.active.Add(1)
+		s.adm.active.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.active.Add(-1)
+			defer s.adm.active.Add(-1)
 			builtin.ServeStream(sp.svc.Builtin, c)
 			mu.Lock()
 			delete(conns, c)
@@ -146,6 +146,6 @@ func (c *accessPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if !ok || c.access.Allowed(ua.AddrPort().Addr().Unmap()) {
 			return n, addr, nil
 		}
-		c.s.denials.log(c.s.log, "access", addr.String())
+		c.s.adm.denials.log(c.s.log, "access", addr.String())
 	}
 }

@@ -18,7 +18,7 @@ func (s *Service) serveNowait(ctx context.Context) error {
 	for s.admit(ctx) {
 		fd, sa, err := s.sock.acceptRaw()
 		if err != nil {
-			s.slots.release()
+			s.adm.slots.release()
 			if s.acceptError(ctx, err, &delay) {
 				return nil
 			}
@@ -115,13 +115,13 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
 	remote := p.String()
-	s.active.Add(1)
+	s.adm.active.Add(1)
 	_, err := s.rt.Procs.start(sp.request(conn, p.env(), s.log, remote, func() {
-		s.active.Add(-1)
+		s.adm.active.Add(-1)
 		release()
 	}))
 	if err != nil {
-		s.active.Add(-1)
+		s.adm.active.Add(-1)
 		release()
 		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 	}
@@ -132,26 +132,26 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 func (s *Service) check(sp *spec, p *peer) (release func(), ok bool) {
 	svc := sp.svc
 	if p.proto != "TCP" {
-		return s.slots.release, true
+		return s.adm.slots.release, true
 	}
 	ip := p.remote.Addr()
 	if !svc.Access.Allowed(ip) {
-		s.slots.release()
-		s.denials.log(s.log, "access", p.String())
+		s.adm.slots.release()
+		s.adm.denials.log(s.log, "access", p.String())
 		return nil, false
 	}
 	if svc.Limits.PerSource <= 0 {
-		return s.slots.release, true
+		return s.adm.slots.release, true
 	}
 	key := sourceOf(ip)
-	if !s.sources.take(key, svc.Limits.PerSource) {
-		s.slots.release()
-		s.denials.log(s.log, "per_source", p.String())
+	if !s.adm.sources.take(key, svc.Limits.PerSource) {
+		s.adm.slots.release()
+		s.adm.denials.log(s.log, "per_source", p.String())
 		return nil, false
 	}
 	return func() {
-		s.sources.give(key)
-		s.slots.release()
+		s.adm.sources.give(key)
+		s.adm.slots.release()
 	}, true
 }
 

@@ -63,28 +63,61 @@ type Service struct {
 	rt   *Runtime
 	log  *slog.Logger
 
-	spec    atomic.Pointer[spec]
-	active  atomic.Int64 // running handlers or built-in connections
+	spec  atomic.Pointer[spec]
+	adm   *admission // the socket's
+	loops loopGuard
+}
+
+// admission is the state that decides whether a service takes another
+// connection. It belongs to the Socket, so that it passes to the Service
+// that replaces another on the same socket: a reload that renames a
+// service or changes its mode cannot reset instances, per_source or rate
+// while the old handlers still run.
+type admission struct {
 	slots   slots
-	limiter *rate.Limiter
+	active  atomic.Int64 // running handlers or built-in connections
 	sources sources
 	denials denials
-	loops   loopGuard
+	// limiter is replaced, full, when the rate changes; rate is the rate
+	// it was made for. Only Update, on the supervisor's goroutine, writes
+	// them.
+	limiter atomic.Pointer[rate.Limiter]
+	rate    float64
+}
+
+func newAdmission() *admission {
+	a := &admission{}
+	a.slots.wake = make(chan struct{})
+	a.sources.n = make(map[sourceKey]int)
+	a.limiter.Store(rate.NewLimiter(rate.Inf, 1))
+	return a
+}
+
+// setRate makes r (connections per second, 0 for none) the rate, with a
+// burst of r; a new rate starts with a full bucket.
+func (a *admission) setRate(r float64) {
+	if r == a.rate {
+		return
+	}
+	a.rate = r
+	if r <= 0 {
+		a.limiter.Store(rate.NewLimiter(rate.Inf, 1))
+		return
+	}
+	a.limiter.Store(rate.NewLimiter(rate.Limit(r), int(math.Ceil(r))))
 }
 
 // New returns a Service for svc on sock. It does not start serving;
 // Serve does.
 func New(svc *config.Service, sock *Socket, rt *Runtime, log *slog.Logger) *Service {
 	s := &Service{
-		name:    svc.Name,
-		mode:    ModeOf(svc),
-		sock:    sock,
-		rt:      rt,
-		log:     log.With("service", svc.Name),
-		limiter: rate.NewLimiter(rate.Inf, 1),
+		name: svc.Name,
+		mode: ModeOf(svc),
+		sock: sock,
+		rt:   rt,
+		log:  log.With("service", svc.Name),
+		adm:  sock.adm,
 	}
-	s.slots.wake = make(chan struct{})
-	s.sources.n = make(map[sourceKey]int)
 	s.Update(svc)
 	return s
 }
@@ -99,13 +132,8 @@ func (s *Service) Mode() Mode { return s.mode }
 // must have the same mode (see ModeOf) and socket as the Service.
 func (s *Service) Update(svc *config.Service) {
 	s.spec.Store(newSpec(svc, s.rt))
-	lim, burst := rate.Inf, 1
-	if svc.Limits.Rate > 0 {
-		lim, burst = rate.Limit(svc.Limits.Rate), int(math.Max(1, math.Ceil(svc.Limits.Rate)))
-	}
-	s.limiter.SetLimit(lim)
-	s.limiter.SetBurst(burst)
-	s.slots.poke() // the instances limit may have grown
+	s.adm.setRate(svc.Limits.Rate)
+	s.adm.slots.poke() // the instances limit may have grown
 	if s.mode == ModeBuiltinPacket {
 		s.sock.interrupt() // the datagram loop picks up the new settings
 	}
@@ -113,7 +141,7 @@ func (s *Service) Update(svc *config.Service) {
 
 // Running returns the number of handlers (or built-in connections) of
 // this service that are running now.
-func (s *Service) Running() int { return int(s.active.Load()) }
+func (s *Service) Running() int { return int(s.adm.active.Load()) }
 
 // Serve serves the socket until ctx is done or the socket is closed, and
 // then returns nil. It leaves the socket open: its owner closes it.
@@ -150,11 +178,11 @@ func (s *Service) Serve(ctx context.Context) error {
 // there, superd does not accept, and clients wait in the kernel's
 // backlog. It returns false when ctx is done.
 func (s *Service) admit(ctx context.Context) bool {
-	if err := s.slots.acquire(ctx, func() int { return s.spec.Load().svc.Limits.Instances }); err != nil {
+	if err := s.adm.slots.acquire(ctx, func() int { return s.spec.Load().svc.Limits.Instances }); err != nil {
 		return false
 	}
-	if err := s.limiter.Wait(ctx); err != nil {
-		s.slots.release()
+	if err := s.adm.limiter.Load().Wait(ctx); err != nil {
+		s.adm.slots.release()
 		return false
 	}
 	return true

@@ -34,6 +34,9 @@ type Socket struct {
 	// for stream sockets, pc's for datagram sockets.
 	raw syscall.RawConn
 
+	// adm is the admission state of whichever Service serves the socket.
+	adm *admission
+
 	// busy holds one token while a wait-mode handler owns the socket, so
 	// that no Service watches it meanwhile, not even the Service that
 	// replaces the one that started the handler.
@@ -47,7 +50,7 @@ type Socket struct {
 // Bind creates the socket for key. backlog zero keeps the system maximum;
 // mode zero leaves a unix socket's mode as the umask made it.
 func Bind(key config.ListenKey, backlog int, mode os.FileMode) (*Socket, error) {
-	s := &Socket{key: key, busy: make(chan struct{}, 1)}
+	s := &Socket{key: key, busy: make(chan struct{}, 1), adm: newAdmission()}
 	var err error
 	if key.Stream() {
 		err = s.bindStream()
@@ -193,6 +196,9 @@ func (s *Socket) Close() error {
 	})
 	return s.closeErr
 }
+
+// Closed reports whether Close has been called.
+func (s *Socket) Closed() bool { return s.closed.Load() }
 
 // interrupt makes a blocked Accept, ReadFrom or readiness wait return
 // os.ErrDeadlineExceeded without closing the socket: the way a Service

@@ -56,7 +56,7 @@ func (s *Service) waitTurn(ctx context.Context) bool {
 			return false
 		}
 	}
-	return s.limiter.Wait(ctx) == nil
+	return s.adm.limiter.Load().Wait(ctx) == nil
 }
 
 // startWait starts a handler on the socket itself. The socket's busy

@@ -91,8 +91,12 @@ func (s *Supervisor) start(svc *config.Service, sock *services.Socket) {
 	s.running[svc.Name] = r
 	go func() {
 		defer close(r.done)
-		if err := r.svc.Serve(ctx); err != nil {
+		err := r.svc.Serve(ctx)
+		switch {
+		case err != nil:
 			s.log.Error("service failed", "service", svc.Name, "err", err)
+		case ctx.Err() == nil && !sock.Closed():
+			s.log.Error("service stopped serving", "service", svc.Name)
 		}
 	}()
 }

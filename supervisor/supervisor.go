@@ -155,8 +155,8 @@ func (s *Supervisor) reload() {
 	}
 	s.apply(next)
 	s.cfg = next
-	s.opts.Notify("READY=1\n" + s.status())
 	s.log.Info("reloaded", "services", len(s.running), "pending", len(s.pending))
+	s.opts.Notify("READY=1\n" + s.status())
 }
 
 // flatten lists the errors joined by errors.Join.
