@@ -541,8 +541,9 @@ func TestServeWaitTCP(t *testing.T) {
 }
 
 // TestServeWaitLoop checks the loop guard: a wait handler that exits
-// without taking its datagram is started loopStarts times, then the
-// service pauses (and still stops promptly when asked).
+// without taking its datagram is restarted with an exponential back-off
+// (no spin), the loop is logged, and the service still stops promptly
+// when asked.
 func TestServeWaitLoop(t *testing.T) {
 	e := newEnv(t)
 	sock := bindKey(t, udpKey)
@@ -553,18 +554,43 @@ func TestServeWaitLoop(t *testing.T) {
 	if _, err := c.Write([]byte("never read")); err != nil {
 		t.Fatal(err)
 	}
+	began := time.Now()
 	l := e.rec.wait(t, match("looping"))
-	if l.attrs["service"] != "loop" || l.attrs["starts"] != strconv.Itoa(loopStarts) || l.attrs["pause"] != loopPause.String() {
-		t.Errorf("looping line %v", l)
+	want := (firstLoopPause << (loopLogAfter - 1)).String()
+	if l.attrs["unproductive_starts"] != strconv.Itoa(loopLogAfter) || l.attrs["pause"] != want {
+		t.Errorf("looping line %v, want unproductive_starts=%d pause=%s", l, loopLogAfter, want)
 	}
-	// The start that tipped the count over waits for the pause to end.
-	e.rec.waitN(t, loopStarts-1, match("exit"))
-	if n := e.rec.count(match("start")); n != loopStarts-1 {
-		t.Errorf("%d starts before the pause, want %d", n, loopStarts-1)
+	time.Sleep(2*time.Second - time.Since(began))
+	// Back-offs of 10ms, 20ms, 40ms ... leave room for about 9 starts in
+	// 2 seconds; a spinning service starts hundreds.
+	if n := e.rec.count(match("start")); n > 12 {
+		t.Errorf("%d starts within 2s of a handler that never reads, want at most 12", n)
 	}
+	stopped := time.Now()
 	r.stop(t)
-	if n := e.rec.count(match("start")); n != loopStarts-1 {
-		t.Errorf("%d starts after the stop during the pause, want %d", n, loopStarts-1)
+	if took := time.Since(stopped); took > time.Second {
+		t.Errorf("stop during a pause took %v", took)
+	}
+}
+
+// TestServeWaitNoFalseLoop checks that a wait handler that takes its
+// datagram is never paused, however fast datagrams come.
+func TestServeWaitNoFalseLoop(t *testing.T) {
+	e := newEnv(t)
+	sock := bindKey(t, udpKey)
+	svc := execService("reader", udpKey, "/bin/sh", "-c", "head -c 1 >/dev/null")
+	svc.Wait = true
+	e.serve(t, svc, sock)
+	c := dial(t, "udp", sock.Addr().String())
+	const n = 60
+	for i := range n {
+		if _, err := c.Write([]byte(fmt.Sprint("datagram ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.rec.waitN(t, n, match("exit", "status", "0"))
+	if l := e.rec.filter(match("looping")); len(l) > 0 {
+		t.Errorf("a handler that reads its datagram was taken for a loop: %v", l)
 	}
 }
 
@@ -853,8 +879,10 @@ func TestServeWaitCannotStart(t *testing.T) {
 	}
 	e.rec.wait(t, match("looping", "service", "broken"))
 	r.stop(t)
-	if n := e.rec.count(match("cannot start handler")); n != loopStarts-1 {
-		t.Errorf("%d failed starts before the pause, want %d", n, loopStarts-1)
+	// A failed start takes nothing from the socket: it backs off like a
+	// handler that does not read.
+	if n := e.rec.count(match("cannot start handler")); n < loopLogAfter || n > loopLogAfter+1 {
+		t.Errorf("%d failed starts by the first looping line's pause, want %d", n, loopLogAfter)
 	}
 }
 

@@ -249,6 +249,35 @@ func (s *Socket) rawErr(err error) error {
 	return err
 }
 
+// queueHead fingerprints what waits first on the socket, without taking
+// it: a datagram socket's first datagram (sender, length, first bytes),
+// or a TCP listening socket's accept queue length. "" means nothing
+// waits. ok is false when the socket cannot tell (unix stream sockets).
+func (s *Socket) queueHead() (head string, ok bool) {
+	if s.key.Network == "unix" {
+		return "", false
+	}
+	var buf [64]byte
+	err := s.raw.Control(func(fd uintptr) {
+		if s.ln != nil {
+			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if ok = err == nil; ok && info.Unacked > 0 {
+				head = fmt.Sprint("queue:", info.Unacked)
+			}
+			return
+		}
+		n, from, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		switch {
+		case err == unix.EAGAIN:
+			ok = true
+		case err == nil:
+			ok = true
+			head = fmt.Sprintf("%v/%d/%q", from, n, buf[:min(n, len(buf))])
+		}
+	})
+	return head, ok && err == nil
+}
+
 // acceptRaw accepts one connection as a blocking, close-on-exec
 // descriptor that never enters Go's poller: it goes to a handler as is,
 // with no dup and no mode change. The caller owns fd.

@@ -8,27 +8,76 @@ import (
 
 // A wait-mode handler that exits without taking its datagram or
 // connection leaves the socket readable, and a naive superserver starts
-// it again at once, forever. loopStarts starts within loopWindow mark
-// such a loop; the service then pauses for loopPause and resumes on its
-// own.
+// it again at once, forever. superd compares what waits first on the
+// socket before a start and after the handler's exit: unchanged means the
+// start achieved nothing. Consecutive such starts back off exponentially,
+// from firstLoopPause up to maxLoopPause, and a start that takes
+// something ends the back-off. Where the socket cannot tell (a unix
+// stream socket), loopStarts starts within loopWindow pause the service
+// for maxLoopPause.
 const (
-	loopStarts = 40
-	loopWindow = 2 * time.Second
-	loopPause  = 10 * time.Second
+	firstLoopPause = 10 * time.Millisecond
+	maxLoopPause   = 10 * time.Second
+	loopLogAfter   = 4 // unproductive starts in a row before "looping" is logged
+	loopStarts     = 40
+	loopWindow     = 2 * time.Second
 )
 
 // serveWait hands the socket to one handler at a time.
 func (s *Service) serveWait(ctx context.Context) error {
+	var (
+		before  string // the queue's head when the last handler started
+		known   bool   // before means something
+		started bool
+		idle    int // unproductive starts in a row
+	)
 	for {
 		if err := s.sock.acquire(ctx); err != nil {
 			return nil
 		}
-		if !s.waitTurn(ctx) {
+		if started {
+			after, ok := s.sock.queueHead()
+			idle = s.progress(idle, known && ok && after == before)
+		}
+		if !s.pauseIfLooping(ctx, idle, known) || !s.waitTurn(ctx) {
 			s.sock.release()
 			return nil
 		}
+		before, known = s.sock.queueHead()
+		started = true
 		s.startWait()
 	}
+}
+
+// progress counts unproductive starts and logs the end of a loop.
+func (s *Service) progress(idle int, unproductive bool) int {
+	if unproductive {
+		return idle + 1
+	}
+	if idle >= loopLogAfter {
+		s.log.Info("resumed", "after_unproductive_starts", idle)
+	}
+	return 0
+}
+
+// pauseIfLooping sleeps the back-off that idle unproductive starts call
+// for (or the window guard's pause when the socket's queue cannot be
+// seen). It returns false when ctx ended the pause.
+func (s *Service) pauseIfLooping(ctx context.Context, idle int, known bool) bool {
+	var pause time.Duration
+	switch {
+	case !known && s.loops.record(time.Now()):
+		pause = maxLoopPause
+	case idle > 0:
+		pause = min(firstLoopPause<<min(idle-1, 20), maxLoopPause)
+	}
+	if pause == 0 {
+		return true
+	}
+	if !known || idle == loopLogAfter || idle%10 == 0 {
+		s.log.Warn("looping", "unproductive_starts", idle, "pause", pause)
+	}
+	return sleep(ctx, pause)
 }
 
 // waitTurn waits until the socket has something for a handler and the
@@ -47,12 +96,6 @@ func (s *Service) waitTurn(ctx context.Context) bool {
 			break
 		}
 		if s.acceptError(ctx, err, &delay) {
-			return false
-		}
-	}
-	if s.loops.record(time.Now()) {
-		s.log.Warn("looping", "starts", loopStarts, "within", loopWindow, "pause", loopPause)
-		if !sleep(ctx, loopPause) {
 			return false
 		}
 	}
