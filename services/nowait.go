@@ -14,7 +14,7 @@ import (
 
 // serveNowait is the accept loop of a handler-per-connection service.
 func (s *Service) serveNowait(ctx context.Context) error {
-	var delay time.Duration
+	var delay, startDelay time.Duration
 	for s.admit(ctx) {
 		fd, sa, err := s.sock.acceptRaw()
 		if err != nil {
@@ -25,9 +25,26 @@ func (s *Service) serveNowait(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		s.handle(fd, sa)
+		if err := s.handle(fd, sa); err == nil {
+			startDelay = 0
+		} else if !sleep(ctx, backoff(&startDelay)) {
+			// fork failing for want of processes or descriptors, or a
+			// handler gone missing: slow down, as for accept errors.
+			return nil
+		}
 	}
 	return nil
+}
+
+// backoff doubles *delay from 5ms up to 1s, as net/http does for accept
+// errors, and returns it.
+func backoff(delay *time.Duration) time.Duration {
+	if *delay == 0 {
+		*delay = 5 * time.Millisecond
+	} else if *delay *= 2; *delay > time.Second {
+		*delay = time.Second
+	}
+	return *delay
 }
 
 // peer describes one accepted connection.
@@ -73,6 +90,9 @@ func (p *peer) env() []string {
 func describe(fd int, sa unix.Sockaddr) *peer {
 	remote, ok := addrPort(sa)
 	if !ok {
+		if _, isUnix := sa.(*unix.SockaddrUnix); !isUnix {
+			return &peer{} // unknown: check refuses it
+		}
 		p := &peer{proto: "UNIX"}
 		if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
 			p.cred = cred
@@ -103,14 +123,15 @@ func addrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
 }
 
 // handle runs the checks that need the peer's address and starts the
-// handler. It owns fd and the slot taken by admit.
-func (s *Service) handle(fd int, sa unix.Sockaddr) {
+// handler. It owns fd and the slot taken by admit. It returns an error
+// only when a handler could not be started.
+func (s *Service) handle(fd int, sa unix.Sockaddr) error {
 	sp := s.spec.Load()
 	p := describe(fd, sa)
 	release, ok := s.check(sp, p)
 	if !ok {
 		unix.Close(fd)
-		return
+		return nil
 	}
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
@@ -125,14 +146,21 @@ func (s *Service) handle(fd int, sa unix.Sockaddr) {
 		release()
 		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 	}
+	return err
 }
 
 // check applies the access lists and per_source. On success it returns
 // the function that gives back the slots the connection holds.
 func (s *Service) check(sp *spec, p *peer) (release func(), ok bool) {
 	svc := sp.svc
-	if p.proto != "TCP" {
+	switch p.proto {
+	case "UNIX":
 		return s.adm.slots.release, true
+	case "":
+		// Fail closed: a client superd cannot identify passes no list.
+		s.adm.slots.release()
+		s.adm.denials.log(s.log, "unknown peer", "?")
+		return nil, false
 	}
 	ip := p.remote.Addr()
 	if !svc.Access.Allowed(ip) {

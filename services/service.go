@@ -201,15 +201,11 @@ func (s *Service) acceptError(ctx context.Context, err error, delay *time.Durati
 		s.sock.clearInterrupt()
 		return ctx.Err() != nil
 	}
-	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off as net/http does, from
-	// 5ms to 1s, rather than spin on a full descriptor table.
-	if *delay == 0 {
-		*delay = 5 * time.Millisecond
-	} else if *delay *= 2; *delay > time.Second {
-		*delay = time.Second
-	}
-	s.log.Error("accept failed", "err", err, "retry_in", *delay)
-	return !sleep(ctx, *delay)
+	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off rather than spin on a
+	// full descriptor table.
+	d := backoff(delay)
+	s.log.Error("accept failed", "err", err, "retry_in", d)
+	return !sleep(ctx, d)
 }
 
 // slots counts the handlers of a service against its instances limit.

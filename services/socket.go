@@ -176,9 +176,33 @@ func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
 		}
 	}
 	if mode != 0 && (s.key.Network == "unix" || s.key.Network == "unixgram") {
-		if err := os.Chmod(s.key.Address, mode); err != nil {
+		if err := chmodSocket(s.key.Address, mode); err != nil {
 			return fmt.Errorf("set socket mode: %w", err)
 		}
+	}
+	return nil
+}
+
+// chmodSocket changes the mode of the socket file at path, and of
+// nothing else: not what a symlink planted in its place points to (root
+// would otherwise chmod any file for whoever can write the folder).
+func chmodSocket(path string, mode os.FileMode) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s is no longer a socket: not changing its mode", path)
+	}
+	// An O_PATH descriptor cannot fchmod; its /proc link reaches the
+	// very inode it holds.
+	if err := unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), uint32(mode.Perm())); err != nil {
+		return &os.PathError{Op: "chmod", Path: path, Err: err}
 	}
 	return nil
 }

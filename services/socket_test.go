@@ -549,3 +549,35 @@ func TestSocketBusy(t *testing.T) {
 	}
 	s.release()
 }
+
+// TestChmodSocketSymlink checks that a symlink planted where the socket
+// was does not lend its target to the chmod.
+func TestChmodSocketSymlink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	s, err := Bind(config.ListenKey{Network: "unix", Address: path}, 0, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Reconfigure(0, 0o660); err != nil {
+		t.Fatalf("Reconfigure on the socket itself: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v, want 0660", fi.Mode().Perm())
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := os.Symlink(secret, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconfigure(0, 0o666); err == nil {
+		t.Errorf("Reconfigure through a symlink succeeded, want an error")
+	}
+	if fi, _ := os.Stat(secret); fi.Mode().Perm() != 0o600 {
+		t.Errorf("symlink target's mode became %v", fi.Mode().Perm())
+	}
+}
