@@ -14,8 +14,23 @@ import (
 
 // serveNowait is the accept loop of a handler-per-connection service.
 func (s *Service) serveNowait(ctx context.Context) error {
-	var delay, startDelay time.Duration
+	// Each connection's checks and start run in a goroutine of their
+	// own, bounded by the instances slots, because starting a process
+	// blocks until the child has exec'd: the loop accepts the next
+	// client meanwhile. serveNowait waits for them before it returns.
+	var (
+		wg    sync.WaitGroup
+		delay time.Duration
+		fails startFailures
+	)
+	defer wg.Wait()
 	for s.admit(ctx) {
+		// fork failing for want of processes or descriptors, or a handler
+		// gone missing: slow down, as for accept errors.
+		if d := fails.delay(); d > 0 && !sleep(ctx, d) {
+			s.adm.slots.release()
+			return nil
+		}
 		fd, sa, err := s.sock.acceptRaw()
 		if err != nil {
 			s.adm.slots.release()
@@ -25,15 +40,35 @@ func (s *Service) serveNowait(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		if err := s.handle(fd, sa); err == nil {
-			startDelay = 0
-		} else if !sleep(ctx, backoff(&startDelay)) {
-			// fork failing for want of processes or descriptors, or a
-			// handler gone missing: slow down, as for accept errors.
-			return nil
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fails.record(s.handle(fd, sa))
+		}()
 	}
 	return nil
+}
+
+// startFailures is the back-off after handlers failed to start.
+type startFailures struct {
+	mu sync.Mutex
+	d  time.Duration
+}
+
+func (f *startFailures) record(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		f.d = 0
+	} else {
+		backoff(&f.d)
+	}
+}
+
+func (f *startFailures) delay() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.d
 }
 
 // backoff doubles *delay from 5ms up to 1s, as net/http does for accept
