@@ -130,7 +130,8 @@ type Exec struct {
 // Cred is a resolved user and group identity.
 type Cred struct {
 	// Set is false when no user was configured (superd not running as
-	// root): the handler then runs as superd's own identity.
+	// root): the handler then runs as superd's own identity, and the
+	// other fields describe that identity when it has a passwd entry.
 	Set    bool
 	User   string // user name, or the number as written when it has no passwd entry
 	Uid    uint32

@@ -224,7 +224,7 @@ func (b *builder) cred() Cred {
 	}
 	if !sp.has("user") {
 		b.noUser()
-		return Cred{}
+		return b.ownAccount()
 	}
 	acct := sp.user
 	gid, ok := b.credGid(acct)
@@ -244,6 +244,20 @@ func (b *builder) cred() Cred {
 	}
 	return Cred{Set: true, User: acct.name, Uid: acct.uid, Gid: gid, Groups: groups,
 		Home: acct.home, Shell: acct.shell}
+}
+
+// ownAccount describes superd's own user, for the HOME, USER, LOGNAME
+// and SHELL of a handler that runs as superd itself (Set stays false: no
+// switch). An account without a passwd entry leaves them unset.
+func (b *builder) ownAccount() Cred {
+	if b.l.opts.Euid == 0 {
+		return Cred{}
+	}
+	acct, err := accountByID(int64(b.l.opts.Euid))
+	if err != nil || !acct.known {
+		return Cred{}
+	}
+	return Cred{User: acct.name, Uid: acct.uid, Gid: acct.gid, Home: acct.home, Shell: acct.shell}
 }
 
 // noUser checks a service that names no user.

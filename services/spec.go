@@ -63,7 +63,7 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 		}
 	}
 	sp.env = []string{"PATH=" + defaultPath, "SUPERD_SERVICE=" + svc.Name}
-	if e.Cred.Set {
+	if e.Cred.User != "" {
 		sp.env = append(sp.env, "HOME="+e.Cred.Home, "USER="+e.Cred.User,
 			"LOGNAME="+e.Cred.User, "SHELL="+e.Cred.Shell)
 	}
