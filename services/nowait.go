@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -122,10 +123,16 @@ func (p *peer) env() []string {
 }
 
 // describe works out who is on the other end of fd.
-func describe(fd int, sa unix.Sockaddr) *peer {
+func describe(fd int, sa syscall.Sockaddr) *peer {
+	return describeAt(fd, sa, netip.AddrPort{})
+}
+
+// describeAt is describe for a socket whose local address is known
+// (bound to one address, not a wildcard), which saves a getsockname.
+func describeAt(fd int, sa syscall.Sockaddr, local netip.AddrPort) *peer {
 	remote, ok := addrPort(sa)
 	if !ok {
-		if _, isUnix := sa.(*unix.SockaddrUnix); !isUnix {
+		if _, isUnix := sa.(*syscall.SockaddrUnix); !isUnix {
 			return &peer{} // unknown: check refuses it
 		}
 		p := &peer{proto: "UNIX"}
@@ -134,20 +141,23 @@ func describe(fd int, sa unix.Sockaddr) *peer {
 		}
 		return p
 	}
-	p := &peer{proto: "TCP", remote: remote}
-	if lsa, err := unix.Getsockname(fd); err == nil {
-		p.local, _ = addrPort(lsa)
+	p := &peer{proto: "TCP", remote: remote, local: local}
+	if !local.IsValid() {
+		// syscall's, not x/sys's: that one asks SO_PROTOCOL every time.
+		if lsa, err := syscall.Getsockname(fd); err == nil {
+			p.local, _ = addrPort(lsa)
+		}
 	}
 	return p
 }
 
 // addrPort converts an IP socket address; IPv4-mapped IPv6 addresses
 // (from dual-stack sockets) become plain IPv4, as clients know them.
-func addrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+func addrPort(sa syscall.Sockaddr) (netip.AddrPort, bool) {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		ip := netip.AddrFrom16(a.Addr).Unmap()
 		if a.ZoneId != 0 && ip.Is6() {
 			ip = ip.WithZone(strconv.Itoa(int(a.ZoneId)))
@@ -160,9 +170,9 @@ func addrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
 // handle runs the checks that need the peer's address and starts the
 // handler. It owns fd and the slot taken by admit. It returns an error
 // only when a handler could not be started.
-func (s *Service) handle(fd int, sa unix.Sockaddr) error {
+func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
 	sp := s.spec.Load()
-	p := describe(fd, sa)
+	p := describeAt(fd, sa, s.sock.local)
 	release, ok := s.check(sp, p)
 	if !ok {
 		unix.Close(fd)

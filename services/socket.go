@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,9 @@ type Socket struct {
 	// RawConn cannot wait for readiness and the raw accept needs that;
 	// nil for datagram sockets.
 	lf *os.File
+	// local is the address connections arrive at when the socket is
+	// bound to one address; invalid for wildcard and unix sockets.
+	local netip.AddrPort
 	// raw waits for readiness and runs raw system calls: lf's RawConn
 	// for stream sockets, pc's for datagram sockets.
 	raw syscall.RawConn
@@ -89,6 +93,10 @@ func (s *Socket) bindStream() error {
 		return err
 	}
 	s.ln, s.lf, s.raw = ln, lf, raw
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		ap := a.AddrPort()
+		s.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
 	return nil
 }
 
@@ -305,10 +313,12 @@ func (s *Socket) queueHead() (head string, ok bool) {
 // acceptRaw accepts one connection as a blocking, close-on-exec
 // descriptor that never enters Go's poller: it goes to a handler as is,
 // with no dup and no mode change. The caller owns fd.
-func (s *Socket) acceptRaw() (fd int, peer unix.Sockaddr, err error) {
+func (s *Socket) acceptRaw() (fd int, peer syscall.Sockaddr, err error) {
 	rerr := s.raw.Read(func(lfd uintptr) bool {
 		for {
-			fd, peer, err = unix.Accept4(int(lfd), unix.SOCK_CLOEXEC)
+			// syscall's, not x/sys's: that one asks SO_PROTOCOL of
+			// every connection.
+			fd, peer, err = syscall.Accept4(int(lfd), syscall.SOCK_CLOEXEC)
 			switch err {
 			case unix.EINTR, unix.ECONNABORTED:
 				continue

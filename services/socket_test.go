@@ -51,7 +51,7 @@ func rawFlags(t *testing.T, fd int) (fl, fdfl int) {
 // acceptAsync runs acceptRaw in a goroutine.
 type acceptResult struct {
 	fd   int
-	peer unix.Sockaddr
+	peer syscall.Sockaddr
 	err  error
 }
 
@@ -141,7 +141,7 @@ func TestBindTCP6Mapped(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("acceptRaw: %v", r.err)
 	}
-	if _, ok := r.peer.(*unix.SockaddrInet6); !ok {
+	if _, ok := r.peer.(*syscall.SockaddrInet6); !ok {
 		t.Fatalf("peer is %T, want a SockaddrInet6 from a dual-stack socket", r.peer)
 	}
 	p := describe(r.fd, r.peer)

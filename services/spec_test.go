@@ -67,17 +67,17 @@ func TestAddrPort(t *testing.T) {
 	v6 := func(s string) [16]byte { return netip.MustParseAddr(s).As16() }
 	tests := []struct {
 		name string
-		sa   unix.Sockaddr
+		sa   syscall.Sockaddr
 		want string
 		ok   bool
 	}{
-		{"ipv4", &unix.SockaddrInet4{Port: 79, Addr: [4]byte{192, 0, 2, 1}}, "192.0.2.1:79", true},
-		{"ipv6", &unix.SockaddrInet6{Port: 443, Addr: v6("2001:db8::1")}, "[2001:db8::1]:443", true},
-		{"ipv6 loopback", &unix.SockaddrInet6{Port: 1, Addr: v6("::1")}, "[::1]:1", true},
-		{"ipv4-mapped becomes ipv4", &unix.SockaddrInet6{Port: 22, Addr: v6("::ffff:192.0.2.1")}, "192.0.2.1:22", true},
-		{"ipv4-mapped drops a zone", &unix.SockaddrInet6{Port: 22, Addr: v6("::ffff:192.0.2.1"), ZoneId: 3}, "192.0.2.1:22", true},
-		{"link-local keeps its zone", &unix.SockaddrInet6{Port: 22, Addr: v6("fe80::1"), ZoneId: 2}, "[fe80::1%2]:22", true},
-		{"unix", &unix.SockaddrUnix{Name: "/run/x.sock"}, "invalid AddrPort", false},
+		{"ipv4", &syscall.SockaddrInet4{Port: 79, Addr: [4]byte{192, 0, 2, 1}}, "192.0.2.1:79", true},
+		{"ipv6", &syscall.SockaddrInet6{Port: 443, Addr: v6("2001:db8::1")}, "[2001:db8::1]:443", true},
+		{"ipv6 loopback", &syscall.SockaddrInet6{Port: 1, Addr: v6("::1")}, "[::1]:1", true},
+		{"ipv4-mapped becomes ipv4", &syscall.SockaddrInet6{Port: 22, Addr: v6("::ffff:192.0.2.1")}, "192.0.2.1:22", true},
+		{"ipv4-mapped drops a zone", &syscall.SockaddrInet6{Port: 22, Addr: v6("::ffff:192.0.2.1"), ZoneId: 3}, "192.0.2.1:22", true},
+		{"link-local keeps its zone", &syscall.SockaddrInet6{Port: 22, Addr: v6("fe80::1"), ZoneId: 2}, "[fe80::1%2]:22", true},
+		{"unix", &syscall.SockaddrUnix{Name: "/run/x.sock"}, "invalid AddrPort", false},
 		{"nil", nil, "invalid AddrPort", false},
 	}
 	for _, tt := range tests {
