@@ -2,6 +2,7 @@ package services
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -57,6 +58,9 @@ type startFailures struct {
 }
 
 func (f *startFailures) record(err error) {
+	if errors.Is(err, errRefused) {
+		return // no start was tried: says nothing of the handler
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err == nil {
@@ -168,15 +172,16 @@ func addrPort(sa syscall.Sockaddr) (netip.AddrPort, bool) {
 }
 
 // handle runs the checks that need the peer's address and starts the
-// handler. It owns fd and the slot taken by admit. It returns an error
-// only when a handler could not be started.
+// handler. It owns fd and the slot taken by admit. It returns errRefused
+// when the checks turned the client away, and another error when a
+// handler could not be started.
 func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
 	sp := s.spec.Load()
 	p := describeAt(fd, sa, s.sock.local)
 	release, ok := s.check(sp, p)
 	if !ok {
 		unix.Close(fd)
-		return nil
+		return errRefused
 	}
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
@@ -186,13 +191,20 @@ func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
 		s.adm.active.Add(-1)
 		release()
 	}))
-	if err != nil {
+	switch {
+	case errors.Is(err, errReported):
+		// Started and reaped as usual: the reaper releases.
+	case err != nil:
 		s.adm.active.Add(-1)
 		release()
 		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 	}
 	return err
 }
+
+// errRefused is handle's answer for a connection the access lists or
+// per_source turned away: no start was tried.
+var errRefused = errors.New("connection refused by the access lists or per_source")
 
 // check applies the access lists and per_source. On success it returns
 // the function that gives back the slots the connection holds.

@@ -32,17 +32,20 @@ const killDelay = 5 * time.Second
 type Procs struct {
 	mu    sync.Mutex
 	procs map[int]struct{} // pids of running handlers (= their process groups)
-	// groups are process groups whose leader has been reaped while other
-	// members lived on; Signal reaches them too. A group's number cannot
-	// be reused while it has a member, and entries go once it is empty.
-	groups map[int]struct{}
-	pipes  map[*os.File]struct{} // stderr read ends still being logged
-	wg     sync.WaitGroup
+	// groups holds, by process group, the members left behind by
+	// handlers that have been reaped (see leftovers.go); Signal and the
+	// timeout reach them too, entries go once their members are gone.
+	groups map[int]*leftovers
+	// watching is true while the goroutine that forgets leftovers once
+	// they are gone runs (watchLeftovers); it ends when groups is empty.
+	watching bool
+	pipes    map[*os.File]struct{} // stderr read ends still being logged
+	wg       sync.WaitGroup
 }
 
 // NewProcs returns an empty process table.
 func NewProcs() *Procs {
-	return &Procs{procs: make(map[int]struct{}), groups: make(map[int]struct{}), pipes: make(map[*os.File]struct{})}
+	return &Procs{procs: make(map[int]struct{}), groups: make(map[int]*leftovers), pipes: make(map[*os.File]struct{})}
 }
 
 // startRequest is one handler to start.
@@ -86,6 +89,8 @@ func (p *Procs) start(req startRequest) (int, error) {
 			return 0, fmt.Errorf("trampoline pipe: %w", err)
 		}
 		req.cmd.ExtraFiles = []*os.File{w}
+		// Closed right after Start, so the report's end of file comes
+		// with the trampoline's exec.
 		defer w.Close()
 		report = r
 	}
@@ -129,13 +134,22 @@ func (p *Procs) start(req startRequest) (int, error) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		if report != nil {
-			readReport(report, log, who, req.cmd.Path)
-		}
 		p.reap(req, pid, who, began)
 	}()
+	if report != nil {
+		req.cmd.ExtraFiles[0].Close()
+		if msg := readReport(report); msg != "" {
+			log.Error("cannot start handler", append(slices.Clip(who), "err", msg)...)
+			return pid, errReported
+		}
+	}
 	return pid, nil
 }
+
+// errReported is start's error when the confinement trampoline started
+// but could not exec the handler: it has been logged, and the reaper
+// still owns the request's exited callback.
+var errReported = errors.New("handler could not be started (reported by the trampoline)")
 
 // logPipe returns a pipe for a handler's stderr: a read end in Go's
 // poller (so shutdown can interrupt it) and a plain blocking write end
@@ -155,15 +169,13 @@ func logPipe() (r, w *os.File, err error) {
 	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
-// readReport logs why the confinement trampoline could not start the
-// handler. It returns at the handler's exec (end of file, as the pipe is
-// close-on-exec) or when the trampoline exits.
-func readReport(r *os.File, log *slog.Logger, who []any, path string) {
+// readReport reads why the confinement trampoline could not start the
+// handler; "" when it did. It returns at the handler's exec (end of file:
+// the pipe is close-on-exec) or when the trampoline dies.
+func readReport(r *os.File) string {
 	defer r.Close()
 	msg, _ := io.ReadAll(io.LimitReader(r, maxLogLine))
-	if len(msg) > 0 {
-		log.Error("cannot start handler", append(slices.Clip(who), "err", strings.TrimSpace(string(msg)))...)
-	}
+	return strings.TrimSpace(string(msg))
 }
 
 // reap waits for one handler, enforcing its timeout on the whole process
@@ -174,9 +186,9 @@ func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
 	if req.timeout > 0 {
 		term := time.AfterFunc(req.timeout, func() {
 			log.Warn("timeout", append(slices.Clip(who), "after", req.timeout)...)
-			syscall.Kill(-pid, syscall.SIGTERM)
+			p.signalGroup(pid, syscall.SIGTERM)
 		})
-		kill := time.AfterFunc(req.timeout+killDelay, func() { syscall.Kill(-pid, syscall.SIGKILL) })
+		kill := time.AfterFunc(req.timeout+killDelay, func() { p.signalGroup(pid, syscall.SIGKILL) })
 		// Once the timeout has struck, the SIGKILL stays due even if the
 		// leader died of the SIGTERM: the rest of its group may not have.
 		stopTimers = func() {
@@ -187,11 +199,16 @@ func (p *Procs) reap(req startRequest, pid int, who []any, began time.Time) {
 	}
 	err := req.cmd.Wait()
 	stopTimers()
+	left := findLeftovers(pid)
 	p.mu.Lock()
 	delete(p.procs, pid)
-	p.pruneGroupsLocked()
-	if syscall.Kill(-pid, 0) == nil {
-		p.groups[pid] = struct{}{}
+	if left != nil {
+		p.groups[pid] = left
+		if !p.watching {
+			p.watching = true
+			p.wg.Add(1)
+			go p.watchLeftovers()
+		}
 	}
 	p.mu.Unlock()
 	req.exited()
@@ -212,10 +229,55 @@ func exitStatus(ps *os.ProcessState, err error) string {
 	return fmt.Sprint(ps.ExitCode())
 }
 
-// pruneGroupsLocked forgets the leftover process groups that are empty.
-func (p *Procs) pruneGroupsLocked() {
-	for g := range p.groups {
-		if syscall.Kill(-g, 0) != nil {
+// signalGroup sends sig to a handler's process group while its leader
+// runs, and afterwards to the members it left (and nobody else).
+func (p *Procs) signalGroup(pgid int, sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, running := p.procs[pgid]; running {
+		syscall.Kill(-pgid, sig)
+		return
+	}
+	if l := p.groups[pgid]; l != nil && !l.signal(sig) {
+		delete(p.groups, pgid)
+	}
+}
+
+// leftoverCheck is how often watchLeftovers looks for leftovers that
+// are gone. They are not superd's children: no wait tells.
+const leftoverCheck = 250 * time.Millisecond
+
+// watchLeftovers forgets leftover processes once they are gone, closing
+// their pidfds, and ends when none is left. Procs starts it with the
+// first leftover; Wait waits for it.
+func (p *Procs) watchLeftovers() {
+	defer p.wg.Done()
+	tick := time.NewTicker(leftoverCheck)
+	defer tick.Stop()
+	for range tick.C {
+		p.mu.Lock()
+		p.pruneLocked()
+		if len(p.groups) == 0 {
+			p.watching = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Leftovers returns the number of exited handlers' process groups that
+// still have members.
+func (p *Procs) Leftovers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pruneLocked()
+	return len(p.groups)
+}
+
+func (p *Procs) pruneLocked() {
+	for g, l := range p.groups {
+		if !l.signal(0) {
 			delete(p.groups, g)
 		}
 	}
@@ -233,18 +295,20 @@ func (p *Procs) Count() int {
 func (p *Procs) Signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pruneGroupsLocked()
 	for pid := range p.procs {
 		syscall.Kill(-pid, sig)
 	}
-	for g := range p.groups {
-		syscall.Kill(-g, sig)
+	for g, l := range p.groups {
+		if !l.signal(sig) {
+			delete(p.groups, g)
+		}
 	}
 }
 
-// Wait waits until every handler has been reaped and every stderr pipe
-// has been drained, or until ctx is done, and then returns ctx's error.
-// It is for shutdown: once Wait has been called, no handler may start.
+// Wait waits until every handler has been reaped, every stderr pipe has
+// been drained and every process a handler left behind is gone, or until
+// ctx is done, and then returns ctx's error. It is for shutdown: once
+// Wait has been called, no handler may start.
 func (p *Procs) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {

@@ -281,33 +281,40 @@ func (s *Socket) rawErr(err error) error {
 	return err
 }
 
-// queueHead fingerprints what waits first on the socket, without taking
-// it: a datagram socket's first datagram (sender, length, first bytes),
-// or a TCP listening socket's accept queue length. "" means nothing
-// waits. ok is false when the socket cannot tell (unix stream sockets).
+// queueHead fingerprints what waits first on a datagram socket without
+// taking it: the first datagram's sender, length, first bytes and kernel
+// receive time (so that identical datagrams, a client's retransmissions
+// say, still differ). "" means nothing waits. ok is false when the
+// socket cannot tell: stream sockets, whose accept queue shows only a
+// length, and a length cannot tell a handler that took a connection
+// while another came from one that took none.
 func (s *Socket) queueHead() (head string, ok bool) {
-	if s.key.Network == "unix" {
+	if s.pc == nil {
 		return "", false
 	}
-	var buf [64]byte
-	err := s.raw.Control(func(fd uintptr) {
-		if s.ln != nil {
-			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			if ok = err == nil; ok && info.Unacked > 0 {
-				head = fmt.Sprint("queue:", info.Unacked)
-			}
-			return
-		}
-		n, from, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		switch {
-		case err == unix.EAGAIN:
-			ok = true
-		case err == nil:
-			ok = true
-			head = fmt.Sprintf("%v/%d/%q", from, n, buf[:min(n, len(buf))])
-		}
-	})
+	err := s.raw.Control(func(fd uintptr) { head, ok = peekHead(int(fd)) })
 	return head, ok && err == nil
+}
+
+// peekHead peeks at the first datagram on fd. The receive time is asked
+// for only around the peek, while superd holds the socket: a handler
+// never gets control messages it did not ask for. A datagram that came
+// while it was off is stamped at its first peek, and keeps that stamp.
+func peekHead(fd int) (string, bool) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) != nil {
+		return "", false
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 0)
+	var buf [64]byte
+	oob := make([]byte, unix.CmsgSpace(16))
+	n, oobn, _, from, err := unix.Recvmsg(fd, buf[:], oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+	switch {
+	case err == unix.EAGAIN:
+		return "", true
+	case err != nil:
+		return "", false
+	}
+	return fmt.Sprintf("%v/%d/%q/%x", from, n, buf[:min(n, len(buf))], oob[:oobn]), true
 }
 
 // acceptRaw accepts one connection as a blocking, close-on-exec

@@ -2,6 +2,7 @@ package services
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 )
@@ -115,7 +116,7 @@ func (s *Service) startWait() {
 	defer f.Close()
 	env := []string{"PROTO=" + protoOf(s.sock.key.Network)}
 	_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
-	if err != nil {
+	if err != nil && !errors.Is(err, errReported) {
 		s.sock.release()
 		s.log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)
 	}

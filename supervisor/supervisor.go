@@ -180,15 +180,15 @@ func (s *Supervisor) shutdown() error {
 		delete(s.running, name)
 	}
 	procs := s.opts.Runtime.Procs
-	if n := procs.Count(); n > 0 {
-		s.log.Info("terminating handlers", "count", n, "grace", s.cfg.Global.ShutdownGrace)
+	if n, left := procs.Count(), procs.Leftovers(); n+left > 0 {
+		s.log.Info("terminating handlers", "count", n, "left_behind", left, "grace", s.cfg.Global.ShutdownGrace)
 	}
 	procs.Signal(syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
 	err := procs.Wait(ctx)
 	cancel()
-	if err != nil && procs.Count() > 0 {
-		s.log.Warn("killing handlers after grace", "count", procs.Count())
+	if err != nil && procs.Count()+procs.Leftovers() > 0 {
+		s.log.Warn("killing handlers after grace", "count", procs.Count(), "left_behind", procs.Leftovers())
 		procs.Signal(syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = procs.Wait(ctx)

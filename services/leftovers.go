@@ -1,0 +1,102 @@
+package services
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Processes a handler leaves behind in its process group (a child it did
+// not wait for) must still get the timeout's SIGKILL and shutdown's
+// signals. But once the leader is reaped, the group's number alone is no
+// safe address: when the group empties, any new process that starts a
+// session can take the number, and kill(-pgid) would reach a stranger.
+// So Procs records the leftover members themselves, by pidfd, which
+// always names the very process it was opened for.
+
+// leftovers holds the members of one exited handler's process group.
+// Only Procs, under its lock, uses it.
+type leftovers struct {
+	pgid    int
+	members []member
+}
+
+// member is a leftover process: its pidfd, and its pid for /proc.
+type member struct{ pid, fd int }
+
+// findLeftovers returns the processes still in process group pgid, or nil
+// when it is empty. It reads /proc, so it runs only when kill(-pgid, 0)
+// says the group has members.
+func findLeftovers(pgid int) *leftovers {
+	if syscall.Kill(-pgid, 0) != nil {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var fds []member
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || processGroup(pid) != pgid {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue
+		}
+		// The pid may have been reused between the read and the open.
+		if processGroup(pid) != pgid {
+			unix.Close(fd)
+			continue
+		}
+		fds = append(fds, member{pid: pid, fd: fd})
+	}
+	if len(fds) == 0 {
+		return nil
+	}
+	return &leftovers{pgid: pgid, members: fds}
+}
+
+// processGroup reads a process's group from /proc/PID/stat; -1 if it is
+// gone or a zombie (dead, waiting for a parent that may never reap it).
+func processGroup(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid pgrp ...: comm may hold spaces and ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 3 || string(f[0]) == "Z" {
+		return -1
+	}
+	g, err := strconv.Atoi(string(f[2]))
+	if err != nil {
+		return -1
+	}
+	return g
+}
+
+// signal sends sig (0 to only look) to every member still in the group,
+// and forgets the others. It reports whether any is left.
+func (l *leftovers) signal(sig syscall.Signal) bool {
+	alive := l.members[:0]
+	for _, m := range l.members {
+		// A member that died (a zombie counts) or left the group (a
+		// session of its own) is no longer the handler's.
+		if processGroup(m.pid) != l.pgid || unix.PidfdSendSignal(m.fd, sig, nil, 0) != nil {
+			unix.Close(m.fd)
+			continue
+		}
+		alive = append(alive, m)
+	}
+	l.members = alive
+	return len(alive) > 0
+}
