@@ -172,6 +172,9 @@ func (l *loader) read(path string) ([]byte, error) {
 		if err := unsafeFile(fi, 0, 0, "root"); err != nil {
 			l.errs = append(l.errs, &Error{File: path, Err: err})
 		}
+		if err := unsafeParents(path, 0, 0, "root"); err != nil {
+			l.errs = append(l.errs, &Error{File: path, Err: err})
+		}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {

@@ -64,6 +64,31 @@ func unsafeFile(fi fs.FileInfo, uid, gid uint32, who string) error {
 	return fmt.Errorf("mode %04o, %s: refusing (whoever can write it can run commands as %s)", mode, why, who)
 }
 
+// unsafeParents applies the rule of unsafeFile to every folder above
+// path: whoever can write a folder can rename another file into its
+// place. A sticky folder (/tmp) is fine: there only a file's owner may
+// rename or remove it.
+func unsafeParents(path string, uid, gid uint32, who string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil // the file's own check reports a missing path
+		}
+		if fi.Mode()&os.ModeSticky == 0 {
+			if err := unsafeFile(fi, uid, gid, who); err != nil {
+				return fmt.Errorf("folder %s: %w", dir, err)
+			}
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
+}
+
 // checkHandler applies unsafeFile to the handler, for its own user.
 func (b *builder) checkHandler(e Exec) {
 	if !b.l.opts.checkPerms() || !b.sp.has("path") || b.sp.bad["user"] || b.sp.bad["group"] {
@@ -79,6 +104,9 @@ func (b *builder) checkHandler(e Exec) {
 		return
 	}
 	if err := unsafeFile(fi, uid, gid, who); err != nil {
+		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
+	}
+	if err := unsafeParents(e.Path, uid, gid, who); err != nil {
 		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
 	}
 	if err := canExec(e.Path, e.Cred); err != nil {

@@ -154,3 +154,37 @@ func TestHandlerUnreachable(t *testing.T) {
 		t.Fatalf("root's handler: %v", err)
 	}
 }
+
+func TestHandlerFolderPerms(t *testing.T) {
+	needRoot(t)
+	tests := []struct {
+		name string
+		mode os.FileMode
+		want string // "" when accepted
+	}{
+		{"private folder", 0o755, ""},
+		{"world-writable folder", 0o777, "writable by others"},
+		{"sticky world-writable folder, as /tmp", os.ModeSticky | 0o777, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := configDir(t)
+			sub := filepath.Join(dir, "bin")
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, sub, "handler", "#!/bin/sh\n", 0o755)
+			if err := os.Chmod(sub, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			path := writeFile(t, dir, "services.toml", "[services.s]\npath = \"bin/handler\"\nuser = \"root\"\nport = 7\n", 0o644)
+			_, err := Options{Euid: 0}.Load(path)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), "folder "+sub) || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want an error naming folder %s: %s", err, sub, tt.want)
+			}
+		})
+	}
+}
