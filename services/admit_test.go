@@ -280,3 +280,30 @@ func TestDenials(t *testing.T) {
 		}
 	})
 }
+
+// TestTokenFollowsRateChange checks that a wait for a token on a slow
+// bucket ends when a reload lifts the rate, instead of sitting out the
+// old bucket's delay.
+func TestTokenFollowsRateChange(t *testing.T) {
+	a := newAdmission()
+	a.setRate(0.05) // one token every 20s, burst 1
+	if !a.token(context.Background()) {
+		t.Fatal("first token refused")
+	}
+	got := make(chan bool, 1)
+	go func() { got <- a.token(context.Background()) }()
+	select {
+	case <-got:
+		t.Fatal("second token came at once from a 0.05/s bucket")
+	case <-time.After(100 * time.Millisecond):
+	}
+	a.setRate(0)
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Errorf("token after the rate was lifted = false")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiting admit did not follow the rate change")
+	}
+}

@@ -83,6 +83,9 @@ type admission struct {
 	// them.
 	limiter atomic.Pointer[rate.Limiter]
 	rate    float64
+	// rateChanged is closed (and replaced) when limiter is, so that a
+	// wait for a token on the old bucket starts over on the new one.
+	rateChanged atomic.Pointer[chan struct{}]
 }
 
 func newAdmission() *admission {
@@ -90,6 +93,8 @@ func newAdmission() *admission {
 	a.slots.wake = make(chan struct{})
 	a.sources.n = make(map[sourceKey]int)
 	a.limiter.Store(rate.NewLimiter(rate.Inf, 1))
+	ch := make(chan struct{})
+	a.rateChanged.Store(&ch)
 	return a
 }
 
@@ -102,9 +107,36 @@ func (a *admission) setRate(r float64) {
 	a.rate = r
 	if r <= 0 {
 		a.limiter.Store(rate.NewLimiter(rate.Inf, 1))
-		return
+	} else {
+		a.limiter.Store(rate.NewLimiter(rate.Limit(r), int(math.Ceil(r))))
 	}
-	a.limiter.Store(rate.NewLimiter(rate.Limit(r), int(math.Ceil(r))))
+	ch := make(chan struct{})
+	close(*a.rateChanged.Swap(&ch))
+}
+
+// token waits for a rate token, or until ctx is done (false). A rate
+// changed by a reload meanwhile applies at once.
+func (a *admission) token(ctx context.Context) bool {
+	for {
+		changed := *a.rateChanged.Load()
+		r := a.limiter.Load().Reserve()
+		d := r.Delay()
+		if d == 0 {
+			return true
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+			return true
+		case <-changed:
+			r.Cancel()
+			t.Stop()
+		case <-ctx.Done():
+			r.Cancel()
+			t.Stop()
+			return false
+		}
+	}
 }
 
 // New returns a Service for svc on sock. It does not start serving;
@@ -181,7 +213,7 @@ func (s *Service) admit(ctx context.Context) bool {
 	if err := s.adm.slots.acquire(ctx, func() int { return s.spec.Load().svc.Limits.Instances }); err != nil {
 		return false
 	}
-	if err := s.adm.limiter.Load().Wait(ctx); err != nil {
+	if !s.adm.token(ctx) {
 		s.adm.slots.release()
 		return false
 	}

@@ -100,7 +100,7 @@ func (s *Service) waitTurn(ctx context.Context) bool {
 			return false
 		}
 	}
-	return s.adm.limiter.Load().Wait(ctx) == nil
+	return s.adm.token(ctx)
 }
 
 // startWait starts a handler on the socket itself. The socket's busy
