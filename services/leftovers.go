@@ -100,3 +100,44 @@ func (l *leftovers) signal(sig syscall.Signal) bool {
 	l.members = alive
 	return len(alive) > 0
 }
+
+// ReapOrphans waits for the zombie children of superd that are not
+// handlers: processes that handlers left behind and that the kernel gave
+// to superd because it runs as PID 1 (of a container, say), where nobody
+// else would reap them. Handlers are left to their own reapers.
+func (p *Procs) ReapOrphans() {
+	p.startMu.Lock()
+	defer p.startMu.Unlock()
+	self := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !zombieChildOf(pid, self) {
+			continue
+		}
+		p.mu.Lock()
+		_, handler := p.procs[pid]
+		p.mu.Unlock()
+		if !handler {
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		}
+	}
+}
+
+// zombieChildOf reports whether pid is a zombie whose parent is ppid.
+func zombieChildOf(pid, ppid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := bytes.Fields(b[i+1:])
+	return len(f) > 1 && string(f[0]) == "Z" && string(f[1]) == strconv.Itoa(ppid)
+}

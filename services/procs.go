@@ -30,8 +30,9 @@ const killDelay = 5 * time.Second
 // Start has exactly one Wait), and one per stderr pipe, which logs its
 // lines. Wait waits for all of them.
 type Procs struct {
-	mu    sync.Mutex
-	procs map[int]struct{} // pids of running handlers (= their process groups)
+	startMu sync.Mutex // held from a handler's start to its registration
+	mu      sync.Mutex
+	procs   map[int]struct{} // pids of running handlers (= their process groups)
 	// groups holds, by process group, the members left behind by
 	// handlers that have been reaped (see leftovers.go); Signal and the
 	// timeout reach them too, entries go once their members are gone.
@@ -95,7 +96,12 @@ func (p *Procs) start(req startRequest) (int, error) {
 		report = r
 	}
 	began := time.Now()
+	// startMu makes start and register one step for ReapOrphans, which
+	// must never take a handler that exited before it was registered.
+	// Go serializes forks anyway.
+	p.startMu.Lock()
 	if err := req.cmd.Start(); err != nil {
+		p.startMu.Unlock()
 		if rd != nil {
 			rd.Close()
 		}
@@ -111,6 +117,7 @@ func (p *Procs) start(req startRequest) (int, error) {
 		p.pipes[rd] = struct{}{}
 	}
 	p.mu.Unlock()
+	p.startMu.Unlock()
 
 	who := []any{"pid", pid}
 	if req.remote != "" {

@@ -35,6 +35,9 @@ type Options struct {
 	// Watchdog is the interval at which systemd expects WATCHDOG=1; zero
 	// when the watchdog is off.
 	Watchdog time.Duration
+	// ReapOrphans makes Run reap, on SIGCHLD, the orphans the kernel
+	// hands to superd when it runs as PID 1.
+	ReapOrphans bool
 }
 
 // Supervisor runs one configuration at a time.
@@ -91,6 +94,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	var orphans chan os.Signal // nil unless reaping: never ready
+	if s.opts.ReapOrphans {
+		orphans = make(chan os.Signal, 1) // SIGCHLDs coalesce: one scan reaps all
+		signal.Notify(orphans, syscall.SIGCHLD)
+		defer signal.Stop(orphans)
+	}
 
 	s.retry = time.NewTimer(time.Hour)
 	s.retry.Stop()
@@ -119,6 +128,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return s.shutdown()
 		case <-watchdog:
 			s.opts.Notify("WATCHDOG=1")
+		case <-orphans:
+			s.opts.Runtime.Procs.ReapOrphans()
 		case <-s.retry.C:
 			s.retryBinds(time.Now())
 		}

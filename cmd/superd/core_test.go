@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
@@ -556,4 +557,66 @@ args = ["describe"]
 	if got.env["TCPREMOTEIP"] != "::1" || got.env["REMOTE_ADDR"] != "::1" {
 		t.Errorf("IPv6 client: TCPREMOTEIP=%q REMOTE_ADDR=%q, want ::1", got.env["TCPREMOTEIP"], got.env["REMOTE_ADDR"])
 	}
+}
+
+// TestReapOrphansAsPID1 runs superd as PID 1 of a PID namespace, as in a
+// container without an init: the grandchildren its handlers leave behind
+// become its children, and it must reap them.
+func TestReapOrphansAsPID1(t *testing.T) {
+	requireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) not installed")
+	}
+	port := freePort(t, "tcp")
+	d := newDaemon(t, fmt.Sprintf(`
+[services.orphans]
+port = %d
+address = "127.0.0.1"
+user = "root"
+path = "%%HELPER%%"
+args = ["grandchild", "50ms"]
+env = { GORACE = "atexit_sleep_ms=0" }
+`, port))
+	d.wrap = []string{unshare, "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"}
+	d.start()
+	d.waitNotify("READY=1", 20*time.Second)
+	var superd int
+	waitFor(t, "superd under unshare", 5*time.Second, func() bool {
+		kids := childrenOf(d.pid())
+		if len(kids) == 1 {
+			superd = kids[0]
+		}
+		return superd != 0
+	})
+	const n = 20
+	for i := range n {
+		if got := roundTrip(t, port, ""); !strings.HasPrefix(got, "forked ") {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	// The grandchildren sleep 50ms, exit, and are superd's to reap.
+	waitFor(t, "no zombie children of superd", 10*time.Second, func() bool {
+		return len(zombiesOf(superd)) == 0 && len(childrenOf(superd)) == 0
+	})
+	// unshare ignores SIGTERM while its child runs: stop superd itself.
+	syscall.Kill(superd, syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("superd as PID 1 did not stop on SIGTERM")
+	}
+}
+
+// zombiesOf lists the zombie children of ppid.
+func zombiesOf(ppid int) []int {
+	var z []int
+	for _, pid := range childrenOf(ppid) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 && strings.HasPrefix(s[i+1:], " Z") {
+			z = append(z, pid)
+		}
+	}
+	return z
 }

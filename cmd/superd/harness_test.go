@@ -77,6 +77,7 @@ type superdProc struct {
 	dir    string // holds services.toml
 	config string
 	env    []string // extra environment for superd
+	wrap   []string // command (and arguments) superd runs under, e.g. unshare
 	notify *net.UnixConn
 
 	mu   sync.Mutex
@@ -135,7 +136,8 @@ func (d *superdProc) start(args ...string) {
 		args = []string{"--log", "stderr"}
 	}
 	args = append([]string{"run", "--config", d.config}, args...)
-	cmd := exec.Command(bin.superd, args...)
+	argv := append(append(append([]string{}, d.wrap...), bin.superd), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.notify.LocalAddr().String(), "SUPERD_LEAK_CHECK=leaked")
 	cmd.Env = append(cmd.Env, d.env...)
 	stderr, err := cmd.StderrPipe()

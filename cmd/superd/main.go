@@ -135,6 +135,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		Runtime:  &services.Runtime{Procs: services.NewProcs(), Self: self, Euid: os.Geteuid()},
 		Notify:   func(state string) { daemon.SdNotify(false, state) },
 		Watchdog: watchdog,
+		// As PID 1 (of a container) superd inherits every orphan.
+		ReapOrphans: os.Getpid() == 1,
 	})
 	if err := sup.Run(context.Background()); err != nil {
 		log.Error("shutdown incomplete", "err", err)
