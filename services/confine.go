@@ -171,14 +171,23 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
-// apply sets everything that needs privilege (limits above the current
-// hard limit, negative niceness) before dropping it.
+// apply confines the trampoline in an order that works for a Go
+// program with little room:
+//
+//  1. As root, raise the hard limits the configuration raises (only root
+//     may), leaving the soft limits alone: nothing is tighter yet.
+//  2. Niceness (a negative one needs root) and umask.
+//  3. Switch user. Go does it on every thread, which needs memory; and
+//     the kernel marks a process that is over its new user's nproc at
+//     this moment, then refuses its exec — the trampoline's own threads
+//     would count.
+//  4. Set each limit, soft and hard, to its value: lowering needs no
+//     privilege. From here to the exec the trampoline allocates almost
+//     nothing, so a tight `as` cannot starve it.
 func (c *confinement) apply() error {
-	for res, v := range c.rlimits {
-		// syscall.Setrlimit (not x/sys) so that Go's exec does not put
-		// back the NOFILE soft limit it saw at start.
-		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: v, Max: v}); err != nil {
-			return fmt.Errorf("setrlimit %d=%d: %w", res, v, err)
+	if c.setCred {
+		if err := c.raiseHardLimits(); err != nil {
+			return err
 		}
 	}
 	if c.setNice {
@@ -189,17 +198,42 @@ func (c *confinement) apply() error {
 	if c.setUmask {
 		unix.Umask(c.umask)
 	}
-	if !c.setCred {
-		return nil
+	if c.setCred {
+		if err := syscall.Setgroups(c.groups); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
+		if err := syscall.Setgid(c.gid); err != nil {
+			return fmt.Errorf("setgid %d: %w", c.gid, err)
+		}
+		if err := syscall.Setuid(c.uid); err != nil {
+			return fmt.Errorf("setuid %d: %w", c.uid, err)
+		}
 	}
-	if err := syscall.Setgroups(c.groups); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+	for res, v := range c.rlimits {
+		// syscall.Setrlimit (not x/sys) so that Go's exec does not put
+		// back the NOFILE soft limit it saw at start.
+		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: v, Max: v}); err != nil {
+			return fmt.Errorf("setrlimit %d=%d: %w", res, v, err)
+		}
 	}
-	if err := syscall.Setgid(c.gid); err != nil {
-		return fmt.Errorf("setgid %d: %w", c.gid, err)
-	}
-	if err := syscall.Setuid(c.uid); err != nil {
-		return fmt.Errorf("setuid %d: %w", c.uid, err)
+	return nil
+}
+
+// raiseHardLimits raises, while still root, the hard limits that the
+// configuration sets higher than they are.
+func (c *confinement) raiseHardLimits() error {
+	for res, v := range c.rlimits {
+		var cur syscall.Rlimit
+		if err := syscall.Getrlimit(res, &cur); err != nil {
+			return fmt.Errorf("getrlimit %d: %w", res, err)
+		}
+		if v <= cur.Max {
+			continue
+		}
+		cur.Max = v
+		if err := syscall.Setrlimit(res, &cur); err != nil {
+			return fmt.Errorf("setrlimit %d hard=%d: %w", res, v, err)
+		}
 	}
 	return nil
 }

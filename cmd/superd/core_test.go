@@ -620,3 +620,29 @@ func zombiesOf(ppid int) []int {
 	}
 	return z
 }
+
+// TestTightLimitsStillStart checks that limits too tight for the Go
+// trampoline itself (a small address space, a small nproc) still apply
+// to the handler and never stop it from starting.
+func TestTightLimitsStillStart(t *testing.T) {
+	requireRoot(t)
+	port := freePort(t, "tcp")
+	d := startDaemon(t, fmt.Sprintf(`
+[services.tight]
+port = %d
+address = "127.0.0.1"
+user = "nobody"
+path = "/bin/sh"
+args = ["-c", "echo nproc=$(ulimit -p) as=$(ulimit -v)"]
+limits = { as = "64M", nproc = 4 }
+`, port))
+	const n = 60
+	for i := range n {
+		if got := roundTrip(t, port, ""); got != "nproc=4 as=65536\n" {
+			t.Fatalf("connection %d: %q, want the limits in force", i, got)
+		}
+	}
+	if strings.Contains(d.Logs(), "cannot start handler") {
+		t.Errorf("a start failed:\n%s", d.Logs())
+	}
+}
