@@ -42,17 +42,19 @@ func (s *Supervisor) apply(next *config.Config) {
 			delete(s.running, name)
 		}
 	}
+	closed := false
 	for key, sock := range s.socks {
 		if keys[key] == nil {
 			sock.Close()
 			delete(s.socks, key)
 			s.log.Info("closed", "listen", key.String())
+			closed = true
 		}
 	}
 	// A socket that failed because an old one held its address (tcp on
 	// a port that moved to tcp4, say) can be bound now.
 	for _, svc := range failed {
-		if !s.bind(svc) {
+		if !closed || !s.bind(svc) {
 			s.defer_(svc, firstRetry, time.Now())
 		}
 	}

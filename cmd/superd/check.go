@@ -45,7 +45,10 @@ func printConfig(w io.Writer, cfg *config.Config) {
 
 func modeOf(svc *config.Service) string {
 	m := "nowait"
-	if svc.Wait {
+	switch {
+	case svc.Builtin != "":
+		m = "builtin" // served inside superd: wait does not apply
+	case svc.Wait:
 		m = "wait"
 	}
 	if svc.Disabled {
