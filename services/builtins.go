@@ -112,7 +112,7 @@ func (s *Service) serveBuiltinPacket(ctx context.Context) error {
 			}
 			continue
 		}
-		s.log.Error("read failed", "err", err)
+		s.log.Error("read_failed", "err", err)
 		if !sleep(ctx, time.Second) {
 			return nil
 		}

@@ -197,7 +197,7 @@ func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
 	case err != nil:
 		s.adm.active.Add(-1)
 		release()
-		s.log.Error("cannot start handler", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
+		s.log.Error("start_failed", "remote", remote, "path", sp.svc.Exec.Path, "err", err)
 	}
 	return err
 }

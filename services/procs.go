@@ -146,7 +146,7 @@ func (p *Procs) start(req startRequest) (int, error) {
 	if report != nil {
 		req.cmd.ExtraFiles[0].Close()
 		if msg := readReport(report); msg != "" {
-			log.Error("cannot start handler", append(slices.Clip(who), "err", msg)...)
+			log.Error("start_failed", append(slices.Clip(who), "err", msg)...)
 			return pid, errReported
 		}
 	}

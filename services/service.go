@@ -236,7 +236,7 @@ func (s *Service) acceptError(ctx context.Context, err error, delay *time.Durati
 	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off rather than spin on a
 	// full descriptor table.
 	d := backoff(delay)
-	s.log.Error("accept failed", "err", err, "retry_in", d)
+	s.log.Error("accept_failed", "err", err, "retry_in", d)
 	return !sleep(ctx, d)
 }
 

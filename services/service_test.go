@@ -349,7 +349,7 @@ func TestServeCannotStart(t *testing.T) {
 	for i := range 3 { // more than instances: the slot comes back
 		c := dial(t, "tcp", sock.Addr().String())
 		expectEOF(t, c)
-		l := e.rec.waitN(t, i+1, match("cannot start handler"))[i]
+		l := e.rec.waitN(t, i+1, match("start_failed"))[i]
 		if l.attrs["path"] != "/nonexistent/handler" || l.attrs["remote"] != c.LocalAddr().String() ||
 			!strings.Contains(l.attrs["err"], "no such file") || l.level.String() != "ERROR" {
 			t.Errorf("log line %v, want ERROR with path, remote and the reason", l)
@@ -848,7 +848,7 @@ func TestServeAcceptBackoff(t *testing.T) {
 	}
 	defer restore()
 	e.serve(t, execService("emfile", tcpKey, "/bin/echo", "served"), sock)
-	lines := e.rec.waitN(t, 3, match("accept failed"))
+	lines := e.rec.waitN(t, 3, match("accept_failed"))
 	restore()
 	var delays []string
 	for _, l := range lines[:3] {
@@ -877,7 +877,7 @@ func TestServeWaitCannotStart(t *testing.T) {
 	if _, err := dial(t, "udp", sock.Addr().String()).Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	l := e.rec.wait(t, match("cannot start handler"))
+	l := e.rec.wait(t, match("start_failed"))
 	if l.attrs["path"] != "/nonexistent/handler" || !strings.Contains(l.attrs["err"], "no such file") {
 		t.Errorf("failure line %v", l)
 	}
@@ -885,7 +885,7 @@ func TestServeWaitCannotStart(t *testing.T) {
 	r.stop(t)
 	// A failed start takes nothing from the socket: it backs off like a
 	// handler that does not read.
-	if n := e.rec.count(match("cannot start handler")); n < loopLogAfter || n > loopLogAfter+1 {
+	if n := e.rec.count(match("start_failed")); n < loopLogAfter || n > loopLogAfter+1 {
 		t.Errorf("%d failed starts by the first looping line's pause, want %d", n, loopLogAfter)
 	}
 }

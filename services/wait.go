@@ -88,7 +88,7 @@ func (s *Service) waitTurn(ctx context.Context) bool {
 	// The last handler may have left the shared socket blocking, which
 	// would stall superd's readiness check; put it back.
 	if err := s.sock.setNonblock(); err != nil {
-		s.log.Error("cannot make socket non-blocking", "err", err)
+		s.log.Error("nonblock_failed", "err", err)
 	}
 	var delay time.Duration
 	for {
@@ -110,7 +110,7 @@ func (s *Service) startWait() {
 	f, err := s.sock.dupBlocking()
 	if err != nil {
 		s.sock.release()
-		s.log.Error("cannot start handler", "err", err)
+		s.log.Error("start_failed", "err", err)
 		return
 	}
 	defer f.Close()
@@ -118,7 +118,7 @@ func (s *Service) startWait() {
 	_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
 	if err != nil && !errors.Is(err, errReported) {
 		s.sock.release()
-		s.log.Error("cannot start handler", "path", sp.svc.Exec.Path, "err", err)
+		s.log.Error("start_failed", "path", sp.svc.Exec.Path, "err", err)
 	}
 }
 

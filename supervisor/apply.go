@@ -32,7 +32,7 @@ func (s *Supervisor) apply(next *config.Config) {
 				failed = append(failed, svc)
 			}
 		} else if err := s.socks[key].Reconfigure(svc.Backlog, svc.SocketMode); err != nil {
-			s.log.Error("cannot reconfigure socket", "service", svc.Name, "listen", key.String(), "err", err)
+			s.log.Error("reconfigure_failed", "service", svc.Name, "listen", key.String(), "err", err)
 		}
 	}
 	for name, r := range s.running {
@@ -73,7 +73,7 @@ func (s *Supervisor) apply(next *config.Config) {
 func (s *Supervisor) bind(svc *config.Service) bool {
 	sock, err := services.Bind(svc.Listen, svc.Backlog, svc.SocketMode)
 	if err != nil {
-		s.log.Error("cannot bind", "service", svc.Name, "listen", svc.Listen.String(), "err", err)
+		s.log.Error("bind_failed", "service", svc.Name, "listen", svc.Listen.String(), "err", err)
 		return false
 	}
 	s.socks[svc.Listen] = sock
@@ -96,9 +96,9 @@ func (s *Supervisor) start(svc *config.Service, sock *services.Socket) {
 		err := r.svc.Serve(ctx)
 		switch {
 		case err != nil:
-			s.log.Error("service failed", "service", svc.Name, "err", err)
+			s.log.Error("serve_failed", "service", svc.Name, "err", err)
 		case ctx.Err() == nil && !sock.Closed():
-			s.log.Error("service stopped serving", "service", svc.Name)
+			s.log.Error("serve_stopped", "service", svc.Name)
 		}
 	}()
 }
@@ -106,7 +106,7 @@ func (s *Supervisor) start(svc *config.Service, sock *services.Socket) {
 // defer_ schedules another bind attempt for svc after delay.
 func (s *Supervisor) defer_(svc *config.Service, delay time.Duration, now time.Time) {
 	s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(delay)}
-	s.log.Info("will retry bind", "service", svc.Name, "in", delay)
+	s.log.Info("bind_retry", "service", svc.Name, "in", delay)
 }
 
 // retryBinds tries again every pending service that is due.

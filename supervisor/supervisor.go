@@ -153,16 +153,16 @@ func (s *Supervisor) reload() {
 	next, err := s.opts.Load()
 	if err != nil {
 		for _, e := range flatten(err) {
-			s.log.Error("reload failed, keeping the running configuration", "err", e)
+			s.log.Error("reload_failed", "err", e, "keeping", "the running configuration")
 		}
 		s.opts.Notify("READY=1\n" + s.status() + " (last reload failed)")
 		return
 	}
 	for _, w := range next.Warnings {
-		s.log.Warn("config warning", "warning", w.Error())
+		s.log.Warn("config_warning", "warning", w.Error())
 	}
 	if g, h := s.cfg.Global, next.Global; g.Log != h.Log || g.SyslogFacility != h.SyslogFacility || g.SyslogTag != h.SyslogTag || g.SyslogSocket != h.SyslogSocket {
-		s.log.Warn("log settings changed: they take effect when superd restarts")
+		s.log.Warn("log_settings_changed", "note", "log settings take effect when superd restarts")
 	}
 	s.apply(next)
 	s.cfg = next
@@ -192,14 +192,14 @@ func (s *Supervisor) shutdown() error {
 	}
 	procs := s.opts.Runtime.Procs
 	if n, left := procs.Count(), procs.Leftovers(); n+left > 0 {
-		s.log.Info("terminating handlers", "count", n, "left_behind", left, "grace", s.cfg.Global.ShutdownGrace)
+		s.log.Info("terminating", "count", n, "left_behind", left, "grace", s.cfg.Global.ShutdownGrace)
 	}
 	procs.Signal(syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
 	err := procs.Wait(ctx)
 	cancel()
 	if err != nil && procs.Count()+procs.Leftovers() > 0 {
-		s.log.Warn("killing handlers after grace", "count", procs.Count(), "left_behind", procs.Leftovers())
+		s.log.Warn("kill_after_grace", "count", procs.Count(), "left_behind", procs.Leftovers())
 		procs.Signal(syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = procs.Wait(ctx)

@@ -392,7 +392,7 @@ func TestShutdownKillsAfterGrace(t *testing.T) {
 	began := time.Now()
 	r.stop(t)
 	took := time.Since(began)
-	if l := r.log.wait(t, match("killing handlers after grace")); l.attrs["count"] != "1" {
+	if l := r.log.wait(t, match("kill_after_grace")); l.attrs["count"] != "1" {
 		t.Errorf("kill line %v, want count=1", l)
 	}
 	if ex := r.log.wait(t, match("exit", "service", "stubborn")); ex.attrs["status"] != "signal:SIGKILL" {
@@ -537,10 +537,10 @@ func TestBindRetry(t *testing.T) {
 	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=1 services running, 1 waiting for their socket, 0 handlers"; got != want {
 		t.Errorf("first state = %q, want %q", got, want)
 	}
-	if l := r.log.wait(t, match("cannot bind", "service", "busy")); !strings.Contains(l.attrs["err"], "address already in use") || l.attrs["level"] != "ERROR" {
+	if l := r.log.wait(t, match("bind_failed", "service", "busy")); !strings.Contains(l.attrs["err"], "address already in use") || l.attrs["level"] != "ERROR" {
 		t.Errorf("bind failure line %v", l)
 	}
-	if l := r.log.wait(t, match("will retry bind", "service", "busy")); l.attrs["in"] != "1s" {
+	if l := r.log.wait(t, match("bind_retry", "service", "busy")); l.attrs["in"] != "1s" {
 		t.Errorf("retry line %v, want in=1s", l)
 	}
 	if l := r.log.wait(t, match("ready")); l.attrs["pending"] != "1" {
@@ -550,7 +550,7 @@ func TestBindRetry(t *testing.T) {
 	echoOnce(t, fc, bufio.NewReader(fc), "free")
 
 	// Still busy at the first retry: the delay doubles.
-	if l := r.log.waitN(t, 2, match("will retry bind", "service", "busy"))[1]; l.attrs["in"] != "2s" {
+	if l := r.log.waitN(t, 2, match("bind_retry", "service", "busy"))[1]; l.attrs["in"] != "2s" {
 		t.Errorf("second retry line %v, want in=2s", l)
 	}
 	if n := r.log.count(match("listening", "service", "busy")); n != 0 {
@@ -591,7 +591,7 @@ func TestReloadNotify(t *testing.T) {
 	if !ok || err != nil || usec < before || usec > after {
 		t.Errorf("reloading state %q, want MONOTONIC_USEC between %d and %d", reloading, before, after)
 	}
-	if l := r.log.wait(t, match("config warning")); l.attrs["warning"] != `x.toml: service "echo": key "only_from": has no effect` {
+	if l := r.log.wait(t, match("config_warning")); l.attrs["warning"] != `x.toml: service "echo": key "only_from": has no effect` {
 		t.Errorf("warning line %v", l)
 	}
 	// reloading is logged before reloaded.
@@ -633,7 +633,7 @@ func TestReloadFails(t *testing.T) {
 	if want := "READY=1\nSTATUS=1 services running, 0 handlers (last reload failed)"; st != want {
 		t.Errorf("state after a failed reload = %q, want %q", st, want)
 	}
-	lines := r.log.waitN(t, 2, match("reload failed, keeping the running configuration"))
+	lines := r.log.waitN(t, 2, match("reload_failed"))
 	if lines[0].attrs["err"] != `s.toml:3: key "port": port 70000 out of range 1..65535` ||
 		lines[1].attrs["err"] != `s.toml:9: service "x": key "user": unknown user "0day"` {
 		t.Errorf("failure lines %v, want one per error", lines)
@@ -649,7 +649,7 @@ func TestReloadFails(t *testing.T) {
 	plain := error(errors.New("open /etc/superd/services.toml: permission denied"))
 	r.fail.Store(&plain)
 	r.reload(t, nil)
-	if l := r.log.waitN(t, 3, match("reload failed, keeping the running configuration"))[2]; l.attrs["err"] != plain.Error() {
+	if l := r.log.waitN(t, 3, match("reload_failed"))[2]; l.attrs["err"] != plain.Error() {
 		t.Errorf("failure line %v, want err=%q", l, plain)
 	}
 

@@ -415,7 +415,7 @@ func TestBadReloadKeepsConfig(t *testing.T) {
 	d.writeConfig(cfg + "[services.broken]\nport = 0\nbogus = 1\n")
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	d.waitNotify("READY=1", 10*time.Second)
-	d.waitLog(`reload failed.*bogus`, 5*time.Second)
+	d.waitLog(`event=reload_failed.*bogus`, 5*time.Second)
 	if got := roundTrip(t, port, "still"); got != "still" {
 		t.Errorf("after a bad reload echo = %q", got)
 	}
@@ -520,7 +520,7 @@ builtin = "echo"
 port = %d
 address = "127.0.0.1"
 `, port, other))
-	d.waitLog(`event="cannot bind" service=blocked`, 5*time.Second)
+	d.waitLog(`event=bind_failed service=blocked`, 5*time.Second)
 	if got := roundTrip(t, other, "ok"); got != "ok" {
 		t.Errorf("the other service answered %q while one was blocked", got)
 	}
@@ -642,7 +642,7 @@ limits = { as = "64M", nproc = 4 }
 			t.Fatalf("connection %d: %q, want the limits in force", i, got)
 		}
 	}
-	if strings.Contains(d.Logs(), "cannot start handler") {
+	if strings.Contains(d.Logs(), "start_failed") {
 		t.Errorf("a start failed:\n%s", d.Logs())
 	}
 }

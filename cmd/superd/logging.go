@@ -113,8 +113,8 @@ func newLogger(o logOptions, stderr io.Writer) (*slog.Logger, func() error, erro
 		h := newStderrHandler(stderr, o.Level)
 		// Handled directly rather than through Logger.Warn so that the notice
 		// is written even when o.Level is above Warn.
-		r := slog.NewRecord(time.Now(), slog.LevelWarn, "syslog unavailable, logging to stderr", 0)
-		r.AddAttrs(slog.String("err", err.Error()))
+		r := slog.NewRecord(time.Now(), slog.LevelWarn, "syslog_unavailable", 0)
+		r.AddAttrs(slog.String("err", err.Error()), slog.String("logging_to", "stderr"))
 		_ = h.Handle(context.Background(), r) // nowhere left to report a failing stderr
 		return slog.New(h), noClose, nil
 	}

@@ -121,7 +121,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	defer closeLog()
 	for _, w := range cfg.Warnings {
-		log.Warn("config warning", "warning", w.Error())
+		log.Warn("config_warning", "warning", w.Error())
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -139,7 +139,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		ReapOrphans: os.Getpid() == 1,
 	})
 	if err := sup.Run(context.Background()); err != nil {
-		log.Error("shutdown incomplete", "err", err)
+		log.Error("shutdown_incomplete", "err", err)
 		return 1
 	}
 	return 0

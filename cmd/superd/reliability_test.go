@@ -1298,7 +1298,7 @@ args = ["readline"]
 	if n := d.countLog(`event=reloaded `); n != reloads {
 		t.Errorf("%d reloads logged, want %d", n, reloads)
 	}
-	if n := d.countLog(`reload failed`); n != 0 {
+	if n := d.countLog(`reload_failed`); n != 0 {
 		t.Errorf("%d failed reloads logged", n)
 	}
 
