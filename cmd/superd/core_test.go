@@ -165,8 +165,10 @@ working_dir = "/tmp"
 		"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": strconv.Itoa(local.Port),
 		"SUPERD_SERVICE": "describe", "SUPERD_TEST_PASS": "passed", "EXTRA": "x y",
 	}
-	if os.Geteuid() == 0 {
-		for k, v := range map[string]string{"HOME": "/root", "USER": "root", "LOGNAME": "root"} {
+	// The handler runs as superd's own user (root in CI): its passwd
+	// entry fills these.
+	if me, err := user.Current(); err == nil {
+		for k, v := range map[string]string{"HOME": me.HomeDir, "USER": me.Username, "LOGNAME": me.Username} {
 			wantEnv[k] = v
 		}
 		wantEnv["SHELL"] = got.env["SHELL"]

@@ -119,6 +119,11 @@ func newDaemon(t *testing.T, config string) *superdProc {
 func (d *superdProc) writeConfig(config string) {
 	d.t.Helper()
 	config = strings.ReplaceAll(config, "%HELPER%", bin.helper)
+	if uid := os.Geteuid(); uid != 0 {
+		// Not root: superd may only run handlers as its own user, which
+		// is what the tests' user = "root" means.
+		config = strings.ReplaceAll(config, `user = "root"`, fmt.Sprintf(`user = "%d"`, uid))
+	}
 	config = strings.ReplaceAll(config, "%DIR%", d.dir)
 	tmp := d.config + ".tmp"
 	if err := os.WriteFile(tmp, []byte(config), 0o644); err != nil {
