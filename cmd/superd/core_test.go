@@ -633,7 +633,10 @@ func TestTightLimitsStillStart(t *testing.T) {
 [services.tight]
 port = %d
 address = "127.0.0.1"
-user = "nobody"
+# A uid of its own: nproc counts every process of the user, and other
+# tests run handlers as nobody at the same time.
+user = "4000321"
+group = "4000321"
 path = "/bin/sh"
 args = ["-c", "echo nproc=$(ulimit -p) as=$(ulimit -v)"]
 limits = { as = "64M", nproc = 4 }
