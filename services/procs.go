@@ -27,8 +27,9 @@ const killDelay = 5 * time.Second
 // reload is still reaped, logged and signalled at shutdown.
 //
 // Procs owns one goroutine per running handler, which waits for it (every
-// Start has exactly one Wait), and one per stderr pipe, which logs its
-// lines. Wait waits for all of them.
+// Start has exactly one Wait), one per stderr pipe, which logs its lines,
+// and, while handlers have left processes behind, one that watches those
+// (watchLeftovers). Wait waits for all of them.
 type Procs struct {
 	startMu sync.Mutex // held from a handler's start to its registration
 	mu      sync.Mutex

@@ -13,9 +13,9 @@ import (
 // socket before a start and after the handler's exit: unchanged means the
 // start achieved nothing. Consecutive such starts back off exponentially,
 // from firstLoopPause up to maxLoopPause, and a start that takes
-// something ends the back-off. Where the socket cannot tell (a unix
-// stream socket), loopStarts starts within loopWindow pause the service
-// for maxLoopPause.
+// something ends the back-off. Where the socket cannot tell (stream
+// sockets: an accept queue shows only its length), loopStarts starts
+// within loopWindow pause the service for maxLoopPause.
 const (
 	firstLoopPause = 10 * time.Millisecond
 	maxLoopPause   = 10 * time.Second

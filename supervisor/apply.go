@@ -55,7 +55,7 @@ func (s *Supervisor) apply(next *config.Config) {
 	// a port that moved to tcp4, say) can be bound now.
 	for _, svc := range failed {
 		if !closed || !s.bind(svc) {
-			s.defer_(svc, firstRetry, time.Now())
+			s.postpone(svc, firstRetry, time.Now())
 		}
 	}
 	for name, svc := range want {
@@ -103,8 +103,8 @@ func (s *Supervisor) start(svc *config.Service, sock *services.Socket) {
 	}()
 }
 
-// defer_ schedules another bind attempt for svc after delay.
-func (s *Supervisor) defer_(svc *config.Service, delay time.Duration, now time.Time) {
+// postpone schedules another bind attempt for svc after delay.
+func (s *Supervisor) postpone(svc *config.Service, delay time.Duration, now time.Time) {
 	s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(delay)}
 	s.log.Info("bind_retry", "service", svc.Name, "in", delay)
 }
@@ -120,7 +120,7 @@ func (s *Supervisor) retryBinds(now time.Time) {
 			s.start(p.svc, s.socks[p.svc.Listen])
 			continue
 		}
-		s.defer_(p.svc, min(2*p.delay, maxRetry), now)
+		s.postpone(p.svc, min(2*p.delay, maxRetry), now)
 	}
 	s.armRetry()
 	s.opts.Notify(s.status())
