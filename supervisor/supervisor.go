@@ -1,7 +1,11 @@
 // Package supervisor owns superd's running set of services: it binds
 // their sockets, starts and stops their Services, reloads the
-// configuration on SIGHUP, shuts down on SIGTERM and SIGINT, and keeps
-// systemd informed through sd_notify.
+// configuration when asked (Reload), shuts down when Run's context ends,
+// and keeps systemd informed through sd_notify.
+//
+// It does not catch SIGHUP, SIGTERM or SIGINT: main turns those into
+// Reload calls and a cancelled context, so that a stop request never
+// queues behind reloads.
 //
 // Every map in a Supervisor belongs to the one goroutine that runs Run;
 // nothing else touches them, so there is no lock. The package does not
@@ -15,6 +19,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,6 +55,9 @@ type Supervisor struct {
 	running map[string]*running
 	pending map[string]*pending
 	retry   *time.Timer
+	// reloadC holds at most one reload request: requests that arrive
+	// while one is pending or under way coalesce into one more reload.
+	reloadC chan struct{}
 }
 
 // running is a Service and the goroutine that serves it.
@@ -84,16 +93,27 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		socks:   make(map[config.ListenKey]*services.Socket),
 		running: make(map[string]*running),
 		pending: make(map[string]*pending),
+		reloadC: make(chan struct{}, 1),
 	}
 }
 
-// Run binds every service, serves until SIGTERM, SIGINT or ctx ends,
-// then shuts down: sockets closed, handlers sent SIGTERM, SIGKILL after
-// the configured grace. It returns nil after a clean shutdown.
+// Reload asks Run to load the configuration again and apply it. It never
+// blocks: requests made while a reload is pending coalesce, and requests
+// made while one is under way cause exactly one more. Safe to call from
+// any goroutine, before or during Run.
+func (s *Supervisor) Reload() {
+	select {
+	case s.reloadC <- struct{}{}:
+	default:
+	}
+}
+
+// Run binds every service and serves until ctx ends, then shuts down:
+// sockets closed, handlers sent SIGTERM, SIGKILL after the configured
+// grace. It returns nil after a clean shutdown. A stop takes precedence
+// over pending reloads: at most the reload under way when ctx ends
+// delays it.
 func (s *Supervisor) Run(ctx context.Context) error {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	var orphans chan os.Signal // nil unless reaping: never ready
 	if s.opts.ReapOrphans {
 		orphans = make(chan os.Signal, 1) // SIGCHLDs coalesce: one scan reaps all
@@ -116,14 +136,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		watchdog = t.C
 	}
 	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				s.reload()
-				continue
-			}
-			s.log.Info("stopping", "signal", sig.String())
+		// select picks among ready cases at random: look at ctx first so
+		// that a stream of reload requests cannot postpone the stop.
+		if ctx.Err() != nil {
 			return s.shutdown()
+		}
+		select {
+		case <-s.reloadC:
+			s.reload()
 		case <-ctx.Done():
 			return s.shutdown()
 		case <-watchdog:
@@ -164,10 +184,43 @@ func (s *Supervisor) reload() {
 	if g, h := s.cfg.Global, next.Global; g.Log != h.Log || g.SyslogFacility != h.SyslogFacility || g.SyslogTag != h.SyslogTag || g.SyslogSocket != h.SyslogSocket {
 		s.log.Warn("log_settings_changed", "note", "log settings take effect when superd restarts")
 	}
+	s.warnClosing(next)
 	s.apply(next)
 	s.cfg = next
 	s.log.Info("reloaded", "services", len(s.running), "pending", len(s.pending))
 	s.opts.Notify("READY=1\n" + s.status())
+}
+
+// warnClosing logs a config_warning naming every service that next
+// closes. A valid but empty or truncated file (an editor's non-atomic
+// save) would otherwise take services down with only "closed" lines.
+func (s *Supervisor) warnClosing(next *config.Config) {
+	keep := make(map[string]bool, len(next.Services))
+	for _, svc := range next.Services {
+		if !svc.Disabled {
+			keep[svc.Name] = true
+		}
+	}
+	var gone []string
+	for name := range s.running {
+		if !keep[name] {
+			gone = append(gone, name)
+		}
+	}
+	for name := range s.pending {
+		if !keep[name] {
+			gone = append(gone, name)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	slices.Sort(gone)
+	msg := fmt.Sprintf("the new configuration closes %d service(s): %s", len(gone), strings.Join(gone, ", "))
+	if len(keep) == 0 {
+		msg += " (it has no enabled services: was the file saved half-way?)"
+	}
+	s.log.Warn("config_warning", "warning", msg, "closing", strings.Join(gone, ","))
 }
 
 // flatten lists the errors joined by errors.Join.

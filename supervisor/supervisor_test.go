@@ -168,21 +168,26 @@ func prefix(p string) func(entry) bool {
 // run is a Supervisor running in a goroutine, its log, its sd_notify
 // states, and the configuration its Load returns next.
 type run struct {
-	log    *recorder
-	notes  *recorder
-	next   atomic.Pointer[config.Config]
-	fail   atomic.Pointer[error]
-	loads  atomic.Int32
-	procs  *services.Procs
-	cancel context.CancelFunc
-	done   chan error
+	log   *recorder
+	notes *recorder
+	next  atomic.Pointer[config.Config]
+	fail  atomic.Pointer[error]
+	loads atomic.Int32
+	// gate, when set, makes Load tell entered and then wait until gate
+	// is closed: a reload held under way.
+	gate    atomic.Pointer[chan struct{}]
+	entered chan struct{}
+	procs   *services.Procs
+	sup     *supervisor.Supervisor
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // start runs a Supervisor on cfg until the end of the test and waits for
 // its first READY=1.
 func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 	t.Helper()
-	r := &run{log: newRecorder(), notes: newRecorder(), procs: services.NewProcs(), done: make(chan error, 1)}
+	r := &run{log: newRecorder(), notes: newRecorder(), procs: services.NewProcs(), done: make(chan error, 1), entered: make(chan struct{}, 100)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, e := range r.log.all() {
@@ -200,6 +205,10 @@ func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 	s := supervisor.New(cfg, supervisor.Options{
 		Load: func() (*config.Config, error) {
 			r.loads.Add(1)
+			if g := r.gate.Load(); g != nil {
+				r.entered <- struct{}{}
+				<-*g
+			}
 			if err := r.fail.Load(); err != nil {
 				return nil, *err
 			}
@@ -210,6 +219,7 @@ func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 		Notify:   func(state string) { r.notes.add(entry{msg: state}) },
 		Watchdog: watchdog,
 	})
+	r.sup = s
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- s.Run(ctx) }()
@@ -244,20 +254,17 @@ func (r *run) stop(t *testing.T) {
 	}
 }
 
-// reload makes Load return next, sends SIGHUP (Run's signal.Notify
-// catches it while Run runs) and waits for the READY=1 that ends the
-// reload. It returns that state.
+// reload makes Load return next, asks for a reload and waits for the
+// READY=1 that ends it. It returns that state.
 func (r *run) reload(t *testing.T, next *config.Config) string {
 	t.Helper()
 	r.next.Store(next)
 	n := r.notes.count(prefix("READY=1"))
 	loads := r.loads.Load()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	r.sup.Reload()
 	st := r.notes.waitN(t, n+1, prefix("READY=1"))[n].msg
 	if got := r.loads.Load(); got != loads+1 {
-		t.Fatalf("Load called %d times for one SIGHUP, want once", got-loads)
+		t.Fatalf("Load called %d times for one Reload, want once", got-loads)
 	}
 	return st
 }
@@ -405,28 +412,6 @@ func TestShutdownKillsAfterGrace(t *testing.T) {
 	if got := readAll(t, c); got != "" {
 		t.Errorf("got %q after the kill", got)
 	}
-}
-
-// TestSignalTerm checks that SIGTERM stops Run with nil.
-func TestSignalTerm(t *testing.T) {
-	r := start(t, cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), 0)
-	addr := r.addr(t, "echo", 0)
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			t.Fatalf("Run after SIGTERM = %v, want nil", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatalf("Run still running after SIGTERM")
-	}
-	if l := r.log.wait(t, match("stopping")); l.attrs["signal"] != "terminated" {
-		t.Errorf("stopping line %v, want signal=terminated", l)
-	}
-	refused(t, addr)
 }
 
 // TestReload checks a reload's effects: an unchanged address keeps its
@@ -786,5 +771,97 @@ func TestRunWithoutNotify(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatalf("Run still running after cancel")
+	}
+}
+
+// holdReload starts a reload and returns once its Load is under way;
+// the reload goes on when the returned function is called.
+func (r *run) holdReload(t *testing.T) (release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	r.gate.Store(&gate)
+	r.sup.Reload()
+	select {
+	case <-r.entered:
+	case <-time.After(testTimeout):
+		t.Fatal("Load not called after Reload")
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			r.gate.Store(nil)
+			close(gate)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestReloadCoalesces checks that reload requests made while a reload is
+// under way cause exactly one more reload, not one each.
+func TestReloadCoalesces(t *testing.T) {
+	cfg := cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo"))
+	r := start(t, cfg, 0)
+	r.next.Store(cfg)
+	release := r.holdReload(t)
+	for range 50 {
+		r.sup.Reload()
+	}
+	n := r.notes.count(prefix("READY=1"))
+	release()
+	r.notes.waitN(t, n+2, prefix("READY=1"))
+	// Whatever is still to come would be a third reload: a reload
+	// request of our own after it shows whether one was queued.
+	r.reload(t, cfg)
+	if got := r.loads.Load(); got != 3 {
+		t.Errorf("Load called %d times for 1 + 50 coalesced requests and one more, want 3", got)
+	}
+}
+
+// TestStopBeatsReloads checks that a stop requested during a reload,
+// with more reloads requested after it, ends Run as soon as the reload
+// under way ends: the queued request runs no further reload.
+func TestStopBeatsReloads(t *testing.T) {
+	cfg := cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo"))
+	r := start(t, cfg, 0)
+	r.next.Store(cfg)
+	release := r.holdReload(t)
+	r.sup.Reload()
+	r.cancel()
+	r.sup.Reload()
+	release()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Run still running after cancel")
+	}
+	if got := r.loads.Load(); got != 1 {
+		t.Errorf("Load called %d times, want 1: a stop must not wait behind queued reloads", got)
+	}
+}
+
+// TestReloadWarnsClosing checks that a reload that closes services names
+// them in a config_warning, and says so when nothing is left.
+func TestReloadWarnsClosing(t *testing.T) {
+	a := builtinSvc("a", "127.0.0.1:0", "echo")
+	b := builtinSvc("b", "127.0.0.1:0", "daytime")
+	b.Listen = key("127.0.0.2:0")
+	r := start(t, cfgOf(a, b), 0)
+	r.reload(t, cfgOf(a))
+	w := r.log.wait(t, match("config_warning"))
+	if w.attrs["closing"] != "b" || !strings.Contains(w.attrs["warning"], "closes 1 service(s): b") {
+		t.Errorf("warning %v, want one naming service b", w)
+	}
+	r.reload(t, cfgOf())
+	ws := r.log.waitN(t, 2, match("config_warning"))
+	if w := ws[1]; w.attrs["closing"] != "a" || !strings.Contains(w.attrs["warning"], "no enabled services") {
+		t.Errorf("warning %v, want one naming service a and saying nothing is left", w)
+	}
+	if n := r.log.count(match("config_warning")); n != 2 {
+		t.Errorf("%d config_warning lines, want 2", n)
 	}
 }

@@ -40,7 +40,23 @@ func printConfig(w io.Writer, cfg *config.Config) {
 	for _, warn := range cfg.Warnings {
 		fmt.Fprintln(w, "warning:", warn)
 	}
+	if enabled(cfg) == 0 {
+		// Valid, but a reload with it closes everything: say so before
+		// an empty or half-saved file reaches a running superd.
+		fmt.Fprintf(w, "warning: %s: no enabled services: superd would listen on nothing\n", cfg.Global.Files[0])
+	}
 	fmt.Fprintf(w, "%s: %d services, configuration OK\n", cfg.Global.Files[0], len(cfg.Services))
+}
+
+// enabled counts the services that are not disabled.
+func enabled(cfg *config.Config) int {
+	n := 0
+	for _, svc := range cfg.Services {
+		if !svc.Disabled {
+			n++
+		}
+	}
+	return n
 }
 
 func modeOf(svc *config.Service) string {

@@ -100,3 +100,15 @@ func TestCheckReportsEveryError(t *testing.T) {
 	}
 	golden(t, "check/broken.out", errOut)
 }
+
+// TestCheckWarnsNoServices checks that a valid configuration without
+// services passes but says that superd would listen on nothing: a
+// truncated file should not close every service unnoticed.
+func TestCheckWarnsNoServices(t *testing.T) {
+	requireRoot(t)
+	out, errOut, status := superdCmd(t, "check", "--config", "testdata/check/empty.toml")
+	if status != 0 {
+		t.Fatalf("check exit %d: %s", status, errOut)
+	}
+	golden(t, "check/empty.out", out)
+}

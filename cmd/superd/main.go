@@ -96,6 +96,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if status, done := parseFlags(fs, args); done {
 		return status
 	}
+	sigs := catchSignals()
+	defer sigs.release()
 	if err := closeOnExecInherited(); err != nil {
 		fmt.Fprintln(stderr, "superd: cannot mark inherited descriptors close-on-exec:", err)
 		return 1
@@ -138,7 +140,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// As PID 1 (of a container) superd inherits every orphan.
 		ReapOrphans: os.Getpid() == 1,
 	})
-	if err := sup.Run(context.Background()); err != nil {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigDone := make(chan struct{})
+	go func() {
+		defer close(sigDone)
+		sigs.serve(ctx, sup, stop, log)
+	}()
+	err = sup.Run(ctx)
+	stop()
+	<-sigDone
+	if err != nil {
 		log.Error("shutdown_incomplete", "err", err)
 		return 1
 	}
