@@ -40,7 +40,7 @@ type Global struct {
 	// empty means the system default (/dev/log and its usual aliases).
 	SyslogSocket string
 	// ShutdownGrace is how long handlers get between SIGTERM and SIGKILL
-	// at shutdown; default 10s.
+	// at shutdown; default 10s, at most MaxShutdownGrace.
 	ShutdownGrace time.Duration
 	// Files lists every file read: the main file first, then the included
 	// files in the order they were read.
@@ -168,9 +168,24 @@ type Limits struct {
 	// equal to the rate); zero means no limit.
 	Rate float64
 	// Timeout is how long a handler may run before its process group gets
-	// SIGTERM (and SIGKILL 5s later); zero means no limit.
+	// SIGTERM (and SIGKILL 5s later); zero means no limit. It is at most
+	// MaxTimeout.
 	Timeout time.Duration
 }
+
+// The longest durations Load accepts. Each is far longer than any
+// sensible setting, and far enough from the 292 years a time.Duration
+// holds that adding a kill delay or taking a deadline from the clock
+// cannot overflow.
+const (
+	// MaxTimeout bounds Limits.Timeout: one year. A handler meant to run
+	// for longer wants no timeout at all (zero).
+	MaxTimeout = 365 * 24 * time.Hour
+	// MaxShutdownGrace bounds Global.ShutdownGrace: one hour. superd's
+	// stop waits that long, and a service manager stopping superd gives
+	// up far sooner (systemd after 90s by default).
+	MaxShutdownGrace = time.Hour
+)
 
 // Access holds the address lists of a service.
 type Access struct {

@@ -26,7 +26,15 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, s := range []string{"", svc(`limits = { as = "1G", cpu = "2m" }`), svc(`only_from = ["::ffff:10.0.0.0/104"]`)} {
+	deep := []string{
+		"[services.s" + strings.Repeat(".x", 50) + "]\n",
+		svc("env = " + strings.Repeat("{a=", 50) + `"x"` + strings.Repeat("}", 50)),
+		svc("args = " + strings.Repeat("[", 50) + strings.Repeat("]", 50)),
+		svc("args = " + strings.Repeat("[{a=", 20) + strings.Repeat("}]", 20)),
+		svc(`env = {a={a={a={a={a="x"}}}}}`), // 8 levels: the most allowed
+		svc(`timeout = "2562047h47m16s"`),
+	}
+	for _, s := range append([]string{"", svc(`limits = { as = "1G", cpu = "2m" }`), svc(`only_from = ["::ffff:10.0.0.0/104"]`)}, deep...) {
 		f.Add([]byte(s))
 	}
 	// One file, rewritten for each input: inputs run one at a time in a

@@ -60,7 +60,7 @@ func globalKey(g *Global, globs *[]string, s setting) error {
 	case "syslog_socket":
 		g.SyslogSocket, err = parseSyslogSocket(s.val)
 	case "shutdown_grace":
-		g.ShutdownGrace, err = asDuration(s.val)
+		g.ShutdownGrace, err = asDuration(s.val, "shutdown_grace", MaxShutdownGrace)
 	case "include":
 		*globs, err = parseIncludes(s)
 	default:

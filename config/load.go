@@ -75,6 +75,8 @@ type loader struct {
 	rank  map[string]int
 	errs  []*Error
 	warns []*Error
+	// names remembers user and group look-ups.
+	names lookups
 }
 
 // svcDef is one [services.NAME] table as written.
@@ -133,6 +135,13 @@ func (l *loader) readFile(path string) (*source, []setting) {
 		l.errs = append(l.errs, &Error{File: path, Err: fmt.Errorf("cannot find its folder: %w", err)})
 		return nil, nil
 	}
+	// The decoder's cost grows with the square of the nesting depth:
+	// refuse what superd would refuse anyway before it gets to work.
+	lay := scanLayout(data)
+	if lay.deep > 0 {
+		l.errs = append(l.errs, &Error{File: path, Line: lay.deep, Err: errTooDeep})
+		return nil, nil
+	}
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
@@ -140,7 +149,7 @@ func (l *loader) readFile(path string) (*source, []setting) {
 		return nil, nil
 	}
 	l.files = append(l.files, path)
-	src := &source{path: path, dir: dir, md: &md}
+	src := newSource(path, dir, &md, lay.lines)
 	return src, src.settings(top)
 }
 
@@ -169,10 +178,9 @@ func (l *loader) read(path string) ([]byte, error) {
 		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
 	}
 	if l.opts.checkPerms() {
-		if err := unsafeFile(fi, 0, 0, "root"); err != nil {
-			l.errs = append(l.errs, &Error{File: path, Err: err})
-		}
-		if err := unsafeParents(path, 0, 0, "root"); err != nil {
+		// The open file itself, then every folder and symlink on the
+		// way to it (see unsafeConfig).
+		for _, err := range unsafeConfig(path, f, fi) {
 			l.errs = append(l.errs, &Error{File: path, Err: err})
 		}
 	}
@@ -233,7 +241,7 @@ func (src *source) settings(top map[string]toml.Primitive) []setting {
 		var v any
 		// Decoding into an empty interface cannot fail.
 		_ = src.md.PrimitiveDecode(top[name], &v)
-		out = append(out, setting{name: name, ekey: name, val: v, prim: top[name], src: src})
+		out = append(out, setting{name: name, ekey: name, val: v, prim: top[name], key: toml.Key{name}, src: src})
 	}
 	return out
 }
@@ -292,17 +300,23 @@ func (l *loader) serviceDef(t setting) *svcDef {
 
 // firstLine is the line of s's key, or, for an implicit table (the
 // "services" of "[services.hello]"), the first line inside it.
-func firstLine(s setting) int {
-	if n := s.src.line(s.prim); n > 0 {
+func firstLine(s setting) int { return s.src.firstLine(s.key, s.val) }
+
+// firstLine returns the line of key, whose decoded value is val, or the
+// first line inside it when it is an implicit table. It walks the decoded
+// value rather than decoding the table again: an error on each of a
+// hundred thousand implicit tables must not cost a decode each.
+func (src *source) firstLine(key toml.Key, val any) int {
+	if n := src.line(key); n > 0 {
 		return n
 	}
-	kids, err := s.table("")
-	if err != nil {
+	m, ok := val.(map[string]any)
+	if !ok {
 		return 0
 	}
 	first := 0
-	for _, k := range kids {
-		if n := firstLine(k); n > 0 && (first == 0 || n < first) {
+	for name, v := range m {
+		if n := src.firstLine(addKey(key, name), v); n > 0 && (first == 0 || n < first) {
 			first = n
 		}
 	}

@@ -22,7 +22,7 @@ func rootOpts() Options { return Options{Euid: 0, Perms: PermsOff} }
 
 // writeFile writes text to dir/name, creating folders, and returns the
 // path.
-func writeFile(t *testing.T, dir, name, text string, mode os.FileMode) string {
+func writeFile(t testing.TB, dir, name, text string, mode os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -285,6 +285,18 @@ func TestGlobalDefaults(t *testing.T) {
 	}
 	if len(cfg.Services) != 0 {
 		t.Errorf("services = %v, want none", cfg.Services)
+	}
+}
+
+// TestDurationMaximums checks that each duration cap is itself accepted:
+// the caps are documented, so a configuration may use them exactly.
+func TestDurationMaximums(t *testing.T) {
+	cfg, _ := mustLoad(t, "[superd]\nshutdown_grace = \"1h\"\n"+builtinSvc(`timeout = "8760h"`))
+	if got := cfg.Global.ShutdownGrace; got != MaxShutdownGrace {
+		t.Errorf("ShutdownGrace = %v, want %v", got, MaxShutdownGrace)
+	}
+	if got := service(t, cfg, "s").Limits.Timeout; got != MaxTimeout {
+		t.Errorf("Timeout = %v, want %v", got, MaxTimeout)
 	}
 }
 

@@ -60,20 +60,127 @@ func (a span) covers(b span) bool {
 
 // checkSockets reports enabled services whose sockets collide: the same
 // ListenKey, or overlapping addresses on one port (tcp on every address
-// and tcp4 on 0.0.0.0, say). The later service in name order is blamed.
+// and tcp4 on 0.0.0.0, say). The later service in name order is blamed,
+// and the earliest service it collides with is named: what comparing
+// every pair with span.overlaps finds, with one look-up per service.
 func checkSockets(built []*builder) {
 	var seen []*builder
+	var idx spanIndex
 	for _, b := range built {
 		if b.svc.Disabled || b.svc.Listen == (ListenKey{}) {
 			continue
 		}
-		for _, prev := range seen {
-			if spanOf(b.svc.Listen).overlaps(spanOf(prev.svc.Listen)) {
-				b.collision(prev.svc)
-				break
-			}
+		sp := spanOf(b.svc.Listen)
+		if i, ok := idx.first(sp); ok {
+			b.collision(seen[i].svc)
 		}
+		idx.add(sp, len(seen))
 		seen = append(seen, b)
+	}
+}
+
+// spanIndex finds the earliest span added that overlaps a given one.
+// Spans are numbered in the order they are added; the zero value is an
+// empty index.
+type spanIndex struct {
+	paths map[string]int
+	ports map[portKey]*portSpans
+}
+
+// portKey groups the spans of one port: spans overlap only within one.
+type portKey struct {
+	transport string
+	port      int
+}
+
+// portSpans holds the earliest span of each kind on one port; -1 means
+// none. A span overlaps another exactly when one is a wildcard that
+// takes the other's address (or one of the addresses of the other
+// wildcard), or both have the same address.
+type portSpans struct {
+	all4, all6   int // first span taking every IPv4 (IPv6) address
+	addr4, addr6 int // first span with one IPv4 (IPv6) address
+	addrs        map[netip.Addr]int
+}
+
+// first returns the number of the earliest span overlapping sp.
+func (x *spanIndex) first(sp span) (int, bool) {
+	if sp.path != "" {
+		i, ok := x.paths[sp.path]
+		return i, ok
+	}
+	g := x.ports[portKey{sp.transport, sp.port}]
+	if g == nil {
+		return 0, false
+	}
+	var cand []int
+	switch {
+	case sp.addr.IsValid():
+		wild := g.all6
+		if sp.addr.Is4() {
+			wild = g.all4
+		}
+		cand = append(cand, wild)
+		if i, ok := g.addrs[sp.addr]; ok {
+			cand = append(cand, i)
+		}
+	default:
+		if sp.all4 {
+			cand = append(cand, g.all4, g.addr4)
+		}
+		if sp.all6 {
+			cand = append(cand, g.all6, g.addr6)
+		}
+	}
+	best := -1
+	for _, i := range cand {
+		if i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	return best, best >= 0
+}
+
+// add records sp as span number n; numbers grow with each call.
+func (x *spanIndex) add(sp span, n int) {
+	if sp.path != "" {
+		if x.paths == nil {
+			x.paths = map[string]int{}
+		}
+		if _, ok := x.paths[sp.path]; !ok {
+			x.paths[sp.path] = n
+		}
+		return
+	}
+	if x.ports == nil {
+		x.ports = map[portKey]*portSpans{}
+	}
+	k := portKey{sp.transport, sp.port}
+	g := x.ports[k]
+	if g == nil {
+		g = &portSpans{all4: -1, all6: -1, addr4: -1, addr6: -1, addrs: map[netip.Addr]int{}}
+		x.ports[k] = g
+	}
+	keep := func(slot *int) {
+		if *slot < 0 {
+			*slot = n
+		}
+	}
+	if sp.all4 {
+		keep(&g.all4)
+	}
+	if sp.all6 {
+		keep(&g.all6)
+	}
+	if sp.addr.IsValid() {
+		if sp.addr.Is4() {
+			keep(&g.addr4)
+		} else {
+			keep(&g.addr6)
+		}
+		if _, ok := g.addrs[sp.addr]; !ok {
+			g.addrs[sp.addr] = n
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -20,8 +19,30 @@ type source struct {
 	// dir is the absolute folder of path, the base of relative paths
 	// written in the file.
 	dir string
-	// md is the file's metadata; it is only used to find lines.
+	// md is the file's metadata, for decoding the values of tables.
 	md *toml.MetaData
+	// lines maps each key the file defines (toml.Key.String) to its
+	// line; an implicit key (the "a" of "a.b = 1") is absent.
+	lines map[string]int
+}
+
+// newSource describes the file at path in dir, decoded as md, whose keys
+// scanLayout found at lines. When the scan and the decoder disagree
+// about the keys, which a test makes sure never happens with a file the
+// decoder accepts, errors go without their lines rather than on wrong
+// ones.
+func newSource(path, dir string, md *toml.MetaData, lines []int) *source {
+	keys := md.Keys()
+	src := &source{path: path, dir: dir, md: md, lines: make(map[string]int, len(keys))}
+	if len(keys) != len(lines) {
+		return src
+	}
+	// A key defined again (the same key in each [[array]] table) keeps
+	// its last line, as the decoder does.
+	for i, k := range keys {
+		src.lines[k.String()] = lines[i]
+	}
+	return src
 }
 
 // setting is one key = value as written in a file.
@@ -36,30 +57,14 @@ type setting struct {
 	// time.Time, []any, map[string]any or []map[string]any.
 	val  any
 	prim toml.Primitive
-	src  *source
+	// key is the full TOML key, for finding its line.
+	key toml.Key
+	src *source
 }
 
-// errLineProbe is what lineProbe returns; see source.line.
-var errLineProbe = errors.New("line probe")
-
-// lineProbe fails on purpose: BurntSushi/toml reports an Unmarshaler's
-// error as a ParseError that carries the position of the key being
-// decoded, and it offers no other public way to learn a key's line.
-type lineProbe struct{}
-
-// UnmarshalTOML implements toml.Unmarshaler.
-func (*lineProbe) UnmarshalTOML(any) error { return errLineProbe }
-
-// line returns the line where p's key is written, or 0 when the key is
+// line returns the line where key is written, or 0 when the key is
 // implicit (the "a" of "a.b = 1").
-func (src *source) line(p toml.Primitive) int {
-	var probe lineProbe
-	var pe toml.ParseError
-	if errors.As(src.md.PrimitiveDecode(p, &probe), &pe) {
-		return pe.Position.Line
-	}
-	return 0
-}
+func (src *source) line(key toml.Key) int { return src.lines[key.String()] }
 
 // err places err at the setting, inside service (empty outside one).
 func (s setting) err(service string, err error) *Error {
@@ -86,10 +91,15 @@ func (s setting) table(prefix string) ([]setting, error) {
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, setting{
 			name: name, ekey: prefix + name, fromDefaults: s.fromDefaults,
-			val: m[name], prim: prims[name], src: s.src,
+			val: m[name], prim: prims[name], key: addKey(s.key, name), src: s.src,
 		})
 	}
 	return out, nil
+}
+
+// addKey returns k with name appended, sharing nothing with k.
+func addKey(k toml.Key, name string) toml.Key {
+	return append(slices.Clip(k), name)
 }
 
 // typeName names a decoded TOML value's type the way the TOML spec does.
@@ -178,9 +188,12 @@ func asStrings(v any) ([]string, error) {
 	return out, nil
 }
 
-// asDuration accepts a Go duration string such as "30s" or "1m30s".
-// Negative durations are refused: every duration in the file is a wait.
-func asDuration(v any) (time.Duration, error) {
+// asDuration accepts a Go duration string such as "30s" or "1m30s", up to
+// longest; what names the key in the message. Negative durations are
+// refused: every duration in the file is a wait. The cap keeps the sums
+// made with a duration (a deadline, a timeout plus the kill delay) far
+// from overflowing.
+func asDuration(v any, what string, longest time.Duration) (time.Duration, error) {
 	s, ok := v.(string)
 	if !ok {
 		return 0, fmt.Errorf("must be a duration string such as \"30s\", not %s", typeName(v))
@@ -191,6 +204,9 @@ func asDuration(v any) (time.Duration, error) {
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	if d > longest {
+		return 0, fmt.Errorf("%s %q is longer than the maximum %v", what, s, longest)
 	}
 	return d, nil
 }
@@ -221,7 +237,7 @@ func joinOr(list []string) string {
 func suggest(name string, known []string) string {
 	best, bestDist := "", 3
 	for _, k := range known {
-		if d := editDistance(name, k); d < bestDist {
+		if d := editDistance(name, k, bestDist); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
@@ -231,21 +247,37 @@ func suggest(name string, known []string) string {
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+// editDistance is the Levenshtein distance between a and b, in bytes, or
+// any number at least bound when it is at least bound. The bound keeps a
+// file of many long unknown keys from costing length times length each.
+func editDistance(a, b string, bound int) int {
+	if len(a)-len(b) >= bound || len(b)-len(a) >= bound {
+		return bound // the distance is at least the difference in length
+	}
+	// Two rows; known keys are short enough for them to stay on the stack.
+	var buf [64]int
+	n := len(b) + 1
+	rows := buf[:]
+	if 2*n > len(buf) {
+		rows = make([]int, 2*n)
+	}
+	prev, cur := rows[:n], rows[n:2*n]
 	for j := range prev {
 		prev[j] = j
 	}
 	for i := 1; i <= len(a); i++ {
 		cur[0] = i
+		rowMin := cur[0]
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			rowMin = min(rowMin, cur[j])
+		}
+		if rowMin >= bound {
+			return bound // no later row can go below this one's minimum
 		}
 		prev, cur = cur, prev
 	}

@@ -97,16 +97,17 @@ func (l *loader) apply(sp *spec, sets []setting, service string) {
 	for _, s := range sets {
 		sp.given[s.name] = s
 		delete(sp.bad, s.name)
-		if err := parseKey(sp, s); err != nil {
+		if err := parseKey(sp, s, &l.names); err != nil {
 			sp.bad[s.name] = true
 			l.report(s, service, err)
 		}
 	}
 }
 
-// parseKey parses one service key into sp. Checks here look at the one
-// value only; build does those that involve several keys.
-func parseKey(sp *spec, s setting) error {
+// parseKey parses one service key into sp, looking users and groups up
+// through names. Checks here look at the one value only; build does
+// those that involve several keys.
+func parseKey(sp *spec, s setting, names *lookups) error {
 	var err error
 	v := s.val
 	switch s.name {
@@ -129,9 +130,9 @@ func parseKey(sp *spec, s setting) error {
 	case "disabled":
 		sp.disabled, err = asBool(v)
 	case "user":
-		sp.user, err = lookupAccount(v)
+		sp.user, err = cachedLookup(&names.users, v, lookupAccount)
 	case "group":
-		sp.group, err = lookupGroup(v)
+		sp.group, err = cachedLookup(&names.groups, v, lookupGroup)
 	case "path":
 		sp.path, err = parseHandlerPath(v, s.src.dir)
 	case "args":
@@ -168,7 +169,7 @@ func parseLimitKey(sp *spec, s setting) error {
 	case "no_access":
 		sp.noAccess, err = parsePrefixes(v, false)
 	case "timeout":
-		sp.timeout, err = asDuration(v)
+		sp.timeout, err = asDuration(v, "timeout", MaxTimeout)
 	case "backlog":
 		sp.backlog, err = asIntIn(v, "backlog", 0, 65535)
 	case "umask":
@@ -181,6 +182,54 @@ func parseLimitKey(sp *spec, s setting) error {
 		err = fmt.Errorf("unknown key%s", suggest(s.name, serviceKeys()))
 	}
 	return err
+}
+
+// lookups remembers the user and group look-ups of one Load: thousands
+// of services may run as the same few users, and each look-up reads the
+// user and group databases. A result is shared by every service naming
+// the same value, which is safe because nothing modifies one; its error
+// is never an *Error, which report would modify.
+type lookups struct {
+	users  map[dbKey]lookup[*account]
+	groups map[dbKey]lookup[*groupID]
+}
+
+// dbKey is a user or group value as written: 7 and "7" are different
+// values, which lookupAccount and lookupGroup may treat differently.
+type dbKey struct {
+	name  string
+	num   int64
+	isNum bool
+}
+
+// lookup is one remembered answer.
+type lookup[T any] struct {
+	val T
+	err error
+}
+
+// cachedLookup returns look(v), remembered in *m. A value of any type
+// but string or integer is not remembered: it is a mistake, and not
+// comparable.
+func cachedLookup[T any](m *map[dbKey]lookup[T], v any, look func(any) (T, error)) (T, error) {
+	var k dbKey
+	switch x := v.(type) {
+	case string:
+		k = dbKey{name: x}
+	case int64:
+		k = dbKey{num: x, isNum: true}
+	default:
+		return look(v)
+	}
+	if r, ok := (*m)[k]; ok {
+		return r.val, r.err
+	}
+	if *m == nil {
+		*m = map[dbKey]lookup[T]{}
+	}
+	val, err := look(v)
+	(*m)[k] = lookup[T]{val, err}
+	return val, err
 }
 
 // parsePort accepts 1..65535 or a name to look up later. A string of
