@@ -7,28 +7,39 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/superd/superd/internal/logging"
 )
 
 // defaultGlobal is [superd] when the file leaves everything out.
 func defaultGlobal() Global {
 	return Global{
-		Log:            "syslog",
-		SyslogFacility: "daemon",
-		SyslogTag:      "superd",
+		Log:            logging.DefaultTarget,
+		SyslogFacility: logging.DefaultFacility,
+		SyslogTag:      logging.DefaultTag,
 		ShutdownGrace:  10 * time.Second,
 	}
 }
 
-// globalKeys lists the keys of [superd], for "did you mean".
-func globalKeys() []string {
-	return []string{"log", "syslog_facility", "syslog_tag", "syslog_socket", "shutdown_grace", "include"}
+// globalIn is one [superd] key being parsed: the setting as written, the
+// Global its value goes into, and the include globs.
+type globalIn struct {
+	setting
+	*Global
+	globs *[]string
 }
 
-// facilities lists the syslog facility names superd accepts: the ones
-// every syslog daemon knows.
-func facilities() []string {
-	return []string{"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-		"authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}
+// globalKeys is the table of the keys of [superd]; its order is the
+// order of the "did you mean" candidates.
+func globalKeys() []named[func(globalIn) error] {
+	return []named[func(globalIn) error]{
+		{"log", func(k globalIn) (err error) { k.Log, err = asOneOf(k.val, "log", logging.Targets()...); return }},
+		{"syslog_facility", func(k globalIn) (err error) { k.SyslogFacility, err = parseFacility(k.val); return }},
+		{"syslog_tag", func(k globalIn) (err error) { k.SyslogTag, err = parseTag(k.val); return }},
+		{"syslog_socket", func(k globalIn) (err error) { k.SyslogSocket, err = parseSyslogSocket(k.val); return }},
+		{"shutdown_grace", func(k globalIn) (err error) { k.ShutdownGrace, err = parseShutdownGrace(k.val); return }},
+		{"include", func(k globalIn) (err error) { *k.globs, err = parseIncludes(k.setting); return }},
+	}
 }
 
 // global parses the [superd] table s into g and returns its include globs.
@@ -39,34 +50,27 @@ func (l *loader) global(g *Global, s setting) []string {
 		return nil
 	}
 	var globs []string
+	table := globalKeys()
 	for _, k := range keys {
-		if err := globalKey(g, &globs, k); err != nil {
+		parse, err := findKey(table, k.name, "key")
+		if err == nil {
+			err = parse(globalIn{k, g, &globs})
+		}
+		if err != nil {
 			l.report(k, "", err)
 		}
 	}
 	return globs
 }
 
-// globalKey parses one [superd] key.
-func globalKey(g *Global, globs *[]string, s setting) error {
-	var err error
-	switch s.name {
-	case "log":
-		g.Log, err = asOneOf(s.val, "log", "syslog", "stderr")
-	case "syslog_facility":
-		g.SyslogFacility, err = asOneOf(s.val, "syslog facility", facilities()...)
-	case "syslog_tag":
-		g.SyslogTag, err = parseTag(s.val)
-	case "syslog_socket":
-		g.SyslogSocket, err = parseSyslogSocket(s.val)
-	case "shutdown_grace":
-		g.ShutdownGrace, err = asDuration(s.val, "shutdown_grace", MaxShutdownGrace)
-	case "include":
-		*globs, err = parseIncludes(s)
-	default:
-		err = fmt.Errorf("unknown key%s", suggest(s.name, globalKeys()))
-	}
-	return err
+// parseFacility accepts the facilities of package logging.
+func parseFacility(v any) (string, error) {
+	return asOneOf(v, "syslog facility", logging.Facilities()...)
+}
+
+// parseShutdownGrace accepts a duration up to MaxShutdownGrace.
+func parseShutdownGrace(v any) (time.Duration, error) {
+	return asDuration(v, "shutdown_grace", MaxShutdownGrace)
 }
 
 // parseTag accepts a non-empty tag without spaces or control characters,

@@ -21,52 +21,32 @@ const (
 	secondsLimit                  // cpu seconds: also "60s"
 )
 
-// rlimitOf maps a limits key to its RLIMIT_* resource.
-func rlimitOf(name string) (resource int, kind limitKind, ok bool) {
-	switch name {
-	case "nofile":
-		return unix.RLIMIT_NOFILE, countLimit, true
-	case "nproc":
-		return unix.RLIMIT_NPROC, countLimit, true
-	case "locks":
-		return unix.RLIMIT_LOCKS, countLimit, true
-	case "sigpending":
-		return unix.RLIMIT_SIGPENDING, countLimit, true
-	case "rtprio":
-		return unix.RLIMIT_RTPRIO, countLimit, true
-	case "cpu":
-		return unix.RLIMIT_CPU, secondsLimit, true
-	}
-	return sizeRlimitOf(name)
+// rlimitKey is what a limits key sets: its RLIMIT_* resource and the
+// forms its value takes.
+type rlimitKey struct {
+	resource int
+	kind     limitKind
 }
 
-// sizeRlimitOf maps the limits measured in bytes.
-func sizeRlimitOf(name string) (resource int, kind limitKind, ok bool) {
-	switch name {
-	case "as":
-		return unix.RLIMIT_AS, sizeLimit, true
-	case "core":
-		return unix.RLIMIT_CORE, sizeLimit, true
-	case "fsize":
-		return unix.RLIMIT_FSIZE, sizeLimit, true
-	case "data":
-		return unix.RLIMIT_DATA, sizeLimit, true
-	case "stack":
-		return unix.RLIMIT_STACK, sizeLimit, true
-	case "memlock":
-		return unix.RLIMIT_MEMLOCK, sizeLimit, true
-	case "rss":
-		return unix.RLIMIT_RSS, sizeLimit, true
-	case "msgqueue":
-		return unix.RLIMIT_MSGQUEUE, sizeLimit, true
+// limitKeys is the table of the keys of the limits table, in the order
+// error messages list them.
+func limitKeys() []named[rlimitKey] {
+	return []named[rlimitKey]{
+		{"as", rlimitKey{unix.RLIMIT_AS, sizeLimit}},
+		{"core", rlimitKey{unix.RLIMIT_CORE, sizeLimit}},
+		{"cpu", rlimitKey{unix.RLIMIT_CPU, secondsLimit}},
+		{"data", rlimitKey{unix.RLIMIT_DATA, sizeLimit}},
+		{"fsize", rlimitKey{unix.RLIMIT_FSIZE, sizeLimit}},
+		{"locks", rlimitKey{unix.RLIMIT_LOCKS, countLimit}},
+		{"memlock", rlimitKey{unix.RLIMIT_MEMLOCK, sizeLimit}},
+		{"msgqueue", rlimitKey{unix.RLIMIT_MSGQUEUE, sizeLimit}},
+		{"nofile", rlimitKey{unix.RLIMIT_NOFILE, countLimit}},
+		{"nproc", rlimitKey{unix.RLIMIT_NPROC, countLimit}},
+		{"rss", rlimitKey{unix.RLIMIT_RSS, sizeLimit}},
+		{"rtprio", rlimitKey{unix.RLIMIT_RTPRIO, countLimit}},
+		{"sigpending", rlimitKey{unix.RLIMIT_SIGPENDING, countLimit}},
+		{"stack", rlimitKey{unix.RLIMIT_STACK, sizeLimit}},
 	}
-	return 0, 0, false
-}
-
-// limitNames lists the keys of the limits table.
-func limitNames() []string {
-	return []string{"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
-		"nofile", "nproc", "rss", "rtprio", "sigpending", "stack"}
 }
 
 // parseLimits parses the limits table, sorted by name. Each bad limit is
@@ -91,11 +71,11 @@ func parseLimits(s setting) ([]Rlimit, error) {
 
 // parseLimit parses one limit.
 func parseLimit(s setting) (Rlimit, error) {
-	res, kind, ok := rlimitOf(s.name)
-	if !ok {
-		return Rlimit{}, fmt.Errorf("unknown limit%s; limits are %s", suggest(s.name, limitNames()), strings.Join(limitNames(), ", "))
+	lim, err := findKey(limitKeys(), s.name, "limit")
+	if err != nil {
+		return Rlimit{}, fmt.Errorf("%w; limits are %s", err, strings.Join(keyNames(limitKeys()), ", "))
 	}
-	v, err := limitValue(s.val, kind)
+	v, err := limitValue(s.val, lim.kind)
 	if err != nil {
 		return Rlimit{}, err
 	}
@@ -104,7 +84,7 @@ func parseLimit(s setting) (Rlimit, error) {
 	if s.name == "nofile" && v == RlimInfinity {
 		return Rlimit{}, errors.New(`nofile cannot be "unlimited": give a number`)
 	}
-	return Rlimit{Name: s.name, Resource: res, Value: v}, nil
+	return Rlimit{Name: s.name, Resource: lim.resource, Value: v}, nil
 }
 
 // limitValue parses an integer, "unlimited", or the kind's string form.

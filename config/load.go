@@ -53,7 +53,7 @@ func Load(path string) (*Config, error) {
 //     twice, or the main file itself, is read once. Included files hold
 //     only [services.*] tables and include nothing further.
 func (o Options) Load(path string) (*Config, error) {
-	l := &loader{opts: o, rank: map[string]int{}}
+	l := &loader{opts: o, rank: map[string]int{}, specKeys: specKeys()}
 	cfg := l.load(path)
 	if len(l.errs) > 0 {
 		errs := l.sorted(l.errs)
@@ -77,6 +77,9 @@ type loader struct {
 	warns []*Error
 	// names remembers user and group look-ups.
 	names lookups
+	// specKeys is the table of service keys, built once rather than
+	// for each of thousands of keys.
+	specKeys []named[func(keyIn) error]
 }
 
 // svcDef is one [services.NAME] table as written.

@@ -232,8 +232,38 @@ func joinOr(list []string) string {
 	return strings.Join(list[:len(list)-1], ", ") + " or " + list[len(list)-1]
 }
 
+// named is one row of a key table: a key's name and what handles it.
+// Each key set (service keys, [superd], limits) is one table, built by a
+// function so that nobody can modify it; its rows drive the parsing and
+// its names, in table order, the "did you mean" hints.
+type named[T any] struct {
+	name string
+	val  T
+}
+
+// findKey returns what handles name in table, or an "unknown <what>"
+// error with a "did you mean" hint taken from the table's names.
+func findKey[T any](table []named[T], name, what string) (T, error) {
+	for _, k := range table {
+		if k.name == name {
+			return k.val, nil
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("unknown %s%s", what, suggest(name, keyNames(table)))
+}
+
+// keyNames lists the names of table, in its order.
+func keyNames[T any](table []named[T]) []string {
+	names := make([]string, len(table))
+	for i, k := range table {
+		names[i] = k.name
+	}
+	return names
+}
+
 // suggest returns ` (did you mean "x"?)` when name is a likely typo of one
-// of known, else "".
+// of known, else "". Of equally close names, the first in known wins.
 func suggest(name string, known []string) string {
 	best, bestDist := "", 3
 	for _, k := range known {

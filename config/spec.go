@@ -76,112 +76,76 @@ func (sp *spec) own(key string) bool {
 	return ok && !s.fromDefaults
 }
 
-// serviceKeys lists every key of a service table (and of [defaults]).
-func serviceKeys() []string {
-	return []string{
-		"builtin", "port", "type", "protocol", "address", "socket_mode", "wait", "disabled",
-		"user", "group", "path", "args", "argv0", "env", "pass_env", "working_dir", "stderr",
-		"instances", "per_source", "rate", "only_from", "no_access", "timeout", "backlog",
-		"umask", "nice", "limits",
+// keyIn is one service key being parsed: the setting as written, the
+// spec its value goes into, and the user and group look-ups of this Load.
+type keyIn struct {
+	setting
+	*spec
+	names *lookups
+}
+
+// specKeys is the table of the keys of a service table (and of
+// [defaults]); its order is the order of the "did you mean" candidates.
+// A parser looks at its one value only: build does the checks that
+// involve several keys.
+func specKeys() []named[func(keyIn) error] {
+	return []named[func(keyIn) error]{
+		{"builtin", func(k keyIn) (err error) { k.builtin, err = asOneOf(k.val, "builtin", builtins()...); return }},
+		{"port", func(k keyIn) (err error) { k.port, err = parsePort(k.val); return }},
+		{"type", func(k keyIn) (err error) { k.typ, err = asOneOf(k.val, "type", "stream", "dgram"); return }},
+		{"protocol", func(k keyIn) (err error) { k.protocol, err = asOneOf(k.val, "protocol", protocols()...); return }},
+		{"address", func(k keyIn) (err error) { k.address, err = parseNonEmpty(k.val, "address"); return }},
+		{"socket_mode", func(k keyIn) error { m, err := parseOctal(k.val); k.socketMode = os.FileMode(m); return err }},
+		{"wait", func(k keyIn) (err error) { k.wait, err = asBool(k.val); return }},
+		{"disabled", func(k keyIn) (err error) { k.disabled, err = asBool(k.val); return }},
+		{"user", func(k keyIn) (err error) { k.user, err = cachedLookup(&k.names.users, k.val, lookupAccount); return }},
+		{"group", func(k keyIn) (err error) { k.group, err = cachedLookup(&k.names.groups, k.val, lookupGroup); return }},
+		{"path", func(k keyIn) (err error) { k.path, err = parseHandlerPath(k.val, k.src.dir); return }},
+		{"args", func(k keyIn) (err error) { k.args, err = asStrings(k.val); return }},
+		{"argv0", func(k keyIn) (err error) { k.argv0, err = parseNonEmpty(k.val, "argv0"); return }},
+		{"env", func(k keyIn) (err error) { k.env, err = parseEnv(k.val); return }},
+		{"pass_env", func(k keyIn) (err error) { k.passEnv, err = parsePassEnv(k.val); return }},
+		{"working_dir", func(k keyIn) (err error) { k.workingDir, err = parseWorkingDir(k.val); return }},
+		{"stderr", func(k keyIn) (err error) { k.stderr, err = asOneOf(k.val, "stderr", "log", "socket", "null"); return }},
+		{"instances", func(k keyIn) (err error) { k.instances, err = asIntIn(k.val, "instances", 1, math.MaxInt32); return }},
+		{"per_source", func(k keyIn) (err error) { k.perSource, err = asIntIn(k.val, "per_source", 0, math.MaxInt32); return }},
+		{"rate", func(k keyIn) (err error) { k.rate, err = parseRate(k.val); return }},
+		{"only_from", func(k keyIn) (err error) { k.onlyFrom, err = parsePrefixes(k.val, true); return }},
+		{"no_access", func(k keyIn) (err error) { k.noAccess, err = parsePrefixes(k.val, false); return }},
+		{"timeout", func(k keyIn) (err error) { k.timeout, err = asDuration(k.val, "timeout", MaxTimeout); return }},
+		{"backlog", func(k keyIn) (err error) { k.backlog, err = asIntIn(k.val, "backlog", 0, 65535); return }},
+		{"umask", func(k keyIn) (err error) { k.umask, err = parseOctal(k.val); return }},
+		{"nice", func(k keyIn) (err error) { k.nice, err = asIntIn(k.val, "nice", -20, 19); return }},
+		{"limits", func(k keyIn) (err error) { k.rlimits, err = parseLimits(k.setting); return }},
 	}
 }
 
-// builtins lists the in-process services.
+// serviceKeys lists every key of a service table (and of [defaults]).
+func serviceKeys() []string { return keyNames(specKeys()) }
+
+// builtins lists the in-process services, in the order error messages
+// list them. (services/builtin.Names holds the same names; a test keeps
+// both lists equal.)
 func builtins() []string { return []string{"echo", "discard", "daytime", "chargen", "time"} }
 
 // protocols lists the values of the protocol key.
 func protocols() []string { return []string{"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix"} }
 
-// apply parses sets into sp, over what sp already holds (the defaults).
+// apply parses sets into sp, over what sp already holds (the defaults),
+// each with its row of l.specKeys.
 func (l *loader) apply(sp *spec, sets []setting, service string) {
 	for _, s := range sets {
 		sp.given[s.name] = s
 		delete(sp.bad, s.name)
-		if err := parseKey(sp, s, &l.names); err != nil {
+		parse, err := findKey(l.specKeys, s.name, "key")
+		if err == nil {
+			err = parse(keyIn{s, sp, &l.names})
+		}
+		if err != nil {
 			sp.bad[s.name] = true
 			l.report(s, service, err)
 		}
 	}
-}
-
-// parseKey parses one service key into sp, looking users and groups up
-// through names. Checks here look at the one value only; build does
-// those that involve several keys.
-func parseKey(sp *spec, s setting, names *lookups) error {
-	var err error
-	v := s.val
-	switch s.name {
-	case "builtin":
-		sp.builtin, err = asOneOf(v, "builtin", builtins()...)
-	case "port":
-		sp.port, err = parsePort(v)
-	case "type":
-		sp.typ, err = asOneOf(v, "type", "stream", "dgram")
-	case "protocol":
-		sp.protocol, err = asOneOf(v, "protocol", protocols()...)
-	case "address":
-		sp.address, err = parseNonEmpty(v, "address")
-	case "socket_mode":
-		var m int
-		m, err = parseOctal(v)
-		sp.socketMode = os.FileMode(m)
-	case "wait":
-		sp.wait, err = asBool(v)
-	case "disabled":
-		sp.disabled, err = asBool(v)
-	case "user":
-		sp.user, err = cachedLookup(&names.users, v, lookupAccount)
-	case "group":
-		sp.group, err = cachedLookup(&names.groups, v, lookupGroup)
-	case "path":
-		sp.path, err = parseHandlerPath(v, s.src.dir)
-	case "args":
-		sp.args, err = asStrings(v)
-	case "argv0":
-		sp.argv0, err = parseNonEmpty(v, "argv0")
-	case "env":
-		sp.env, err = parseEnv(v)
-	case "pass_env":
-		sp.passEnv, err = parsePassEnv(v)
-	case "working_dir":
-		sp.workingDir, err = parseWorkingDir(v)
-	case "stderr":
-		sp.stderr, err = asOneOf(v, "stderr", "log", "socket", "null")
-	default:
-		return parseLimitKey(sp, s)
-	}
-	return err
-}
-
-// parseLimitKey parses the keys of issue 3 (admission, access, confinement).
-func parseLimitKey(sp *spec, s setting) error {
-	var err error
-	v := s.val
-	switch s.name {
-	case "instances":
-		sp.instances, err = asIntIn(v, "instances", 1, math.MaxInt32)
-	case "per_source":
-		sp.perSource, err = asIntIn(v, "per_source", 0, math.MaxInt32)
-	case "rate":
-		sp.rate, err = parseRate(v)
-	case "only_from":
-		sp.onlyFrom, err = parsePrefixes(v, true)
-	case "no_access":
-		sp.noAccess, err = parsePrefixes(v, false)
-	case "timeout":
-		sp.timeout, err = asDuration(v, "timeout", MaxTimeout)
-	case "backlog":
-		sp.backlog, err = asIntIn(v, "backlog", 0, 65535)
-	case "umask":
-		sp.umask, err = parseOctal(v)
-	case "nice":
-		sp.nice, err = asIntIn(v, "nice", -20, 19)
-	case "limits":
-		sp.rlimits, err = parseLimits(s)
-	default:
-		err = fmt.Errorf("unknown key%s", suggest(s.name, serviceKeys()))
-	}
-	return err
 }
 
 // lookups remembers the user and group look-ups of one Load: thousands

@@ -48,6 +48,7 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 			continue
 		}
 		delay = 0
+		s.short.over()
 		sp := s.spec.Load()
 		release, ok := s.checkConn(sp, c)
 		if !ok {

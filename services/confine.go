@@ -26,10 +26,38 @@ const ConfineCommand = "__confine"
 // instruction already runs confined. Services without those keys skip
 // the trampoline and its cost.
 
+// The trampoline is the running superd binary, not the file at superd's
+// path: a package upgrade replaces that file (or deletes it) while the
+// old daemon runs, and superd must never hand its private protocol, as
+// root, to whatever program is there now. So main opens /proc/self/exe
+// at start (OpenExecutable), every confined start passes that descriptor
+// to the child as exeFD, and the child executes trampolinePath. Go's
+// child-side code moves every file of a start into place before the
+// exec, whatever the numbers of superd's own descriptors, so exeFD
+// always is the binary when the kernel resolves the path; superd's own
+// descriptor stays close-on-exec, so no other handler inherits it.
+const (
+	exeFD          = 4
+	trampolinePath = "/proc/self/fd/4"
+)
+
+// OpenExecutable opens the running superd binary (/proc/self/exe, which
+// names the very file the kernel runs even after it was deleted or
+// replaced) for Runtime.Exe. The descriptor is O_PATH: it can be
+// executed but not read or written. The caller closes it once no
+// handler can start any more.
+func OpenExecutable() (*os.File, error) {
+	fd, err := unix.Open("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the running superd binary: %w", &os.PathError{Op: "open", Path: "/proc/self/exe", Err: err})
+	}
+	return os.NewFile(uintptr(fd), "/proc/self/exe"), nil
+}
+
 // confineArgs encodes what the trampoline must do as arguments, so the
 // trampoline needs no configuration file and no pipe.
-func confineArgs(self string, e *config.Exec) []string {
-	args := []string{self, ConfineCommand}
+func confineArgs(argv0 string, e *config.Exec) []string {
+	args := []string{argv0, ConfineCommand}
 	if e.Umask >= 0 {
 		args = append(args, "umask="+strconv.Itoa(e.Umask))
 	}
@@ -82,8 +110,10 @@ const reportFD = 3
 // superd on reportFD (or, when that is not open, on stderr: the report
 // must not reach a client through stderr = "socket").
 func Confine(args []string) error {
-	// The report pipe must not reach the handler; and niceness is a
-	// thread's, so the thread that sets it must be the one that execs.
+	// The report pipe must not reach the handler, nor the superd binary
+	// the trampoline was executed from; and niceness is a thread's, so
+	// the thread that sets it must be the one that execs.
+	unix.Close(exeFD)
 	unix.CloseOnExec(reportFD)
 	runtime.LockOSThread()
 	err := confine(args)

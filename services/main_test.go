@@ -318,8 +318,13 @@ type testEnv struct {
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	rec, log := newRecorder(t)
-	e := &testEnv{rec: rec, log: log, rt: &Runtime{Procs: NewProcs(), Self: self(t), Euid: os.Geteuid()}}
+	exe, err := OpenExecutable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{rec: rec, log: log, rt: &Runtime{Procs: NewProcs(), Self: self(t), Exe: exe, Euid: os.Geteuid()}}
 	t.Cleanup(func() {
+		defer exe.Close()
 		e.rt.Procs.Signal(unix.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()

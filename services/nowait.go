@@ -33,6 +33,13 @@ func (s *Service) serveNowait(ctx context.Context) error {
 			s.adm.slots.release()
 			return nil
 		}
+		// While a client already accepted waits for descriptors to
+		// start its handler, it goes first: another accept would only
+		// take one more descriptor and make one more client wait.
+		if !s.short.waitNoneWaiting(ctx) {
+			s.adm.slots.release()
+			return nil
+		}
 		fd, sa, err := s.sock.acceptRaw()
 		if err != nil {
 			s.adm.slots.release()
@@ -45,7 +52,7 @@ func (s *Service) serveNowait(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fails.record(s.handle(fd, sa))
+			fails.record(s.handle(ctx, fd, sa))
 		}()
 	}
 	return nil
@@ -174,8 +181,9 @@ func addrPort(sa syscall.Sockaddr) (netip.AddrPort, bool) {
 // handle runs the checks that need the peer's address and starts the
 // handler. It owns fd and the slot taken by admit. It returns errRefused
 // when the checks turned the client away, and another error when a
-// handler could not be started.
-func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
+// handler could not be started. A start that fails for want of
+// descriptors is tried again (startDeferred) until ctx is done.
+func (s *Service) handle(ctx context.Context, fd int, sa syscall.Sockaddr) error {
 	sp := s.spec.Load()
 	p := describeAt(fd, sa, s.sock.local)
 	release, ok := s.check(sp, p)
@@ -187,10 +195,13 @@ func (s *Service) handle(fd int, sa syscall.Sockaddr) error {
 	defer conn.Close()
 	remote := p.String()
 	s.adm.active.Add(1)
-	_, err := s.rt.Procs.start(sp.request(conn, p.env(), s.log, remote, func() {
-		s.adm.active.Add(-1)
-		release()
-	}))
+	err := s.startDeferred(ctx, func() error {
+		_, err := s.rt.Procs.start(sp.request(conn, p.env(), s.log, remote, func() {
+			s.adm.active.Add(-1)
+			release()
+		}))
+		return err
+	})
 	switch {
 	case errors.Is(err, errReported):
 		// Started and reaped as usual: the reaper releases.

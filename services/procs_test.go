@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"strconv"
@@ -196,6 +197,29 @@ func TestProcsStderr(t *testing.T) {
 	}
 }
 
+// TestProcsStderrBeforeExit checks that a handler's last stderr lines
+// are logged before its exit line, even when it exits with its pipe
+// full of them.
+func TestProcsStderrBeforeExit(t *testing.T) {
+	e := newEnv(t)
+	p := e.rt.Procs
+	const n = 3000
+	pid := startProc(t, p, startRequest{
+		cmd:       shCmd(`i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do echo "line $i" >&2; i=$((i+1)); done`),
+		log:       e.log,
+		logStderr: true,
+		exited:    func() {},
+	})
+	e.rec.wait(t, match("exit", "pid", strconv.Itoa(pid)))
+	if got := e.rec.count(match("stderr", "pid", strconv.Itoa(pid))); got != n {
+		t.Errorf("%d stderr lines logged before the exit line, want %d", got, n)
+	}
+	if got := e.rec.count(match("stderr_cut")); got != 0 {
+		t.Errorf("%d stderr_cut lines for a handler that left nothing behind, want 0", got)
+	}
+	waitProcs(t, p)
+}
+
 // TestProcsSignal checks that Signal reaches the whole process group:
 // the shell and the sleep it started both end, so the pipe they share
 // reaches EOF.
@@ -280,12 +304,13 @@ func TestProcsWait(t *testing.T) {
 	waitProcs(t, p)
 
 	// An orphan in a session of its own keeps the stderr pipe open after
-	// the handler exits. A fresh Procs: the Wait above that ended with its
-	// context left a goroutine in WaitGroup.Wait, and the WaitGroup rules
-	// forbid an Add that is not ordered after it.
+	// the handler exits: the pipe is cut (logged before the exit), and
+	// Wait does not wait for the orphan. A fresh Procs: the Wait above
+	// that ended with its context left a goroutine in WaitGroup.Wait,
+	// and the WaitGroup rules forbid an Add that is not ordered after it.
 	e = newEnv(t)
 	p = e.rt.Procs
-	cmd = shCmd("setsid sleep 30 & echo $!")
+	cmd = shCmd("setsid sleep 30 & echo $!; echo bye >&2")
 	out := pipeOut(t, cmd)
 	pid = startProc(t, p, startRequest{cmd: cmd, log: e.log, logStderr: true, exited: func() {}})
 	line, err := bufio.NewReader(out).ReadString('\n')
@@ -295,20 +320,95 @@ func TestProcsWait(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Kill(orphan, syscall.SIGKILL) })
 	e.rec.wait(t, match("exit", "pid", strconv.Itoa(pid)))
-	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = p.Wait(ctx)
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait with an orphan holding the stderr pipe = %v, want context.DeadlineExceeded", err)
+	var order []string
+	for _, l := range e.rec.all() {
+		if l.attrs["pid"] == strconv.Itoa(pid) {
+			order = append(order, l.msg)
+		}
 	}
-	p.ClosePipes()
-	// The pipe's goroutine ended: a second Wait returns at once.
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := p.Wait(ctx); err != nil {
-		t.Errorf("Wait after the orphan's pipe was closed = %v, want nil", err)
+	if got := strings.Join(order, ","); got != "start,stderr,stderr_cut,exit" {
+		t.Errorf("log lines of pid %d: %s, want start,stderr,stderr_cut,exit", pid, got)
 	}
+	if h, l, pipes := p.Pending(); h+l+pipes != 0 {
+		t.Errorf("Pending after the exit line = %d handlers, %d leftovers, %d pipes; want none", h, l, pipes)
+	}
+	waitProcs(t, p)
 	if err := syscall.Kill(orphan, 0); err != nil {
 		t.Errorf("the orphan %d is gone (%v): the test did not set up what it meant to", orphan, err)
+	}
+}
+
+// TestProcsClosePipes checks that ClosePipes closes the stderr pipe of a
+// handler that still runs (at shutdown: one that cannot be reaped), and
+// that Pending counts it until then.
+func TestProcsClosePipes(t *testing.T) {
+	e := newEnv(t)
+	p := e.rt.Procs
+	cmd := shCmd("echo ready; exec sleep 30")
+	out := pipeOut(t, cmd)
+	pid := startProc(t, p, startRequest{cmd: cmd, log: e.log, logStderr: true, exited: func() {}})
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("handler said %q, %v", line, err)
+	}
+	if h, l, pipes := p.Pending(); h != 1 || l != 0 || pipes != 1 {
+		t.Errorf("Pending with a handler running = %d handlers, %d leftovers, %d pipes; want 1, 0, 1", h, l, pipes)
+	}
+	link, target := stderrPipeLink(t, p)
+	p.ClosePipes()
+	if h, _, pipes := p.Pending(); h != 1 || pipes != 0 {
+		t.Errorf("Pending after ClosePipes = %d handlers, %d pipes; want 1, 0", h, pipes)
+	}
+	if n := e.rec.count(match("stderr_cut", "pid", strconv.Itoa(pid), "bytes", "0")); n != 1 {
+		t.Errorf("%d stderr_cut lines with bytes=0 for pid %d, want 1", n, pid)
+	}
+	if now, _ := os.Readlink(link); now == target {
+		t.Errorf("%s still is %s after ClosePipes, want it closed", link, target)
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+	waitProcs(t, p)
+}
+
+// stderrPipeLink returns the /proc/self/fd link of the one stderr pipe
+// p holds, and what it points to (pipe:[INODE]).
+func stderrPipeLink(t *testing.T, p *Procs) (link, target string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pipes) != 1 {
+		t.Fatalf("Procs holds %d stderr pipes, want 1", len(p.pipes))
+	}
+	for sp := range p.pipes {
+		rc, err := sp.rd.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) { link = "/proc/self/fd/" + strconv.Itoa(int(fd)) })
+	}
+	target, err := os.Readlink(link)
+	if err != nil || !strings.HasPrefix(target, "pipe:") {
+		t.Fatalf("readlink %s = %q, %v; want a pipe", link, target, err)
+	}
+	return link, target
+}
+
+// TestAddDurations checks the saturating addition of the timeout and the
+// kill delay.
+func TestAddDurations(t *testing.T) {
+	const maxD, minD = time.Duration(math.MaxInt64), time.Duration(math.MinInt64)
+	tests := []struct{ a, b, want time.Duration }{
+		{time.Second, killDelay, 6 * time.Second},
+		{0, 0, 0},
+		{maxD, killDelay, maxD},
+		{maxD - time.Second, killDelay, maxD},
+		{maxD - killDelay, killDelay, maxD},
+		{maxD, maxD, maxD},
+		{minD, -time.Second, minD},
+		{minD, maxD, -1},
+		{-time.Second, time.Second, 0},
+	}
+	for _, tt := range tests {
+		if got := addDurations(tt.a, tt.b); got != tt.want {
+			t.Errorf("addDurations(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
 	}
 }

@@ -66,6 +66,7 @@ type Service struct {
 	spec  atomic.Pointer[spec]
 	adm   *admission // the socket's
 	loops loopGuard
+	short shortage // out of descriptors (see descriptors.go)
 }
 
 // admission is the state that decides whether a service takes another
@@ -233,8 +234,12 @@ func (s *Service) acceptError(ctx context.Context, err error, delay *time.Durati
 		s.sock.clearInterrupt()
 		return ctx.Err() != nil
 	}
-	// EMFILE, ENFILE, ENOBUFS, ENOMEM: back off rather than spin on a
-	// full descriptor table.
+	if descriptorsExhausted(err) {
+		// Clients wait in the backlog until descriptors free up.
+		s.short.note(s.log, err)
+		return !s.awaitDescriptors(ctx, s.rt.Procs.released(), delay)
+	}
+	// ENOBUFS, ENOMEM: back off rather than spin.
 	d := backoff(delay)
 	s.log.Error("accept_failed", "err", err, "retry_in", d)
 	return !sleep(ctx, d)

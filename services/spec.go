@@ -18,9 +18,14 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 type Runtime struct {
 	// Procs tracks every handler process; required.
 	Procs *Procs
-	// Self is the path of the superd executable, run as the confinement
-	// trampoline for services with umask, nice or limits.
+	// Self is the path superd was started from. Its base name is the
+	// confinement trampoline's argv[0] ("superd" when empty); it is never
+	// executed, see Exe.
 	Self string
+	// Exe is the running superd binary, from OpenExecutable, run as the
+	// confinement trampoline for services with umask, nice or limits.
+	// When nil, such services fail to start. Its opener closes it.
+	Exe *os.File
 	// Euid is superd's effective uid; handlers switch users only when it
 	// is 0.
 	Euid int
@@ -39,7 +44,8 @@ type spec struct {
 	env      []string
 	userEnv  []string
 	attr     *syscall.SysProcAttr
-	confined bool // path is the confinement trampoline
+	confined bool     // path is the confinement trampoline
+	exe      *os.File // the trampoline's binary; nil unless confined
 }
 
 func newSpec(svc *config.Service, rt *Runtime) *spec {
@@ -52,10 +58,14 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 	sp.attr = &syscall.SysProcAttr{Setsid: true}
 	if needsConfine(e) {
 		// The trampoline switches users itself, after the limits.
-		sp.path, sp.confined = rt.Self, true
+		sp.path, sp.confined, sp.exe = trampolinePath, true, rt.Exe
 		c := *e
 		c.Cred.Set = switchUser
-		sp.argv = confineArgs(filepath.Base(rt.Self), &c)
+		argv0 := "superd"
+		if rt.Self != "" {
+			argv0 = filepath.Base(rt.Self)
+		}
+		sp.argv = confineArgs(argv0, &c)
 	} else {
 		sp.path, sp.argv = e.Path, e.Argv
 		if switchUser {
@@ -107,6 +117,7 @@ func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remo
 		logStderr: sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "",
 		timeout:   sp.svc.Limits.Timeout,
 		confined:  sp.confined,
+		exe:       sp.exe,
 		exited:    exited,
 	}
 }

@@ -284,7 +284,7 @@ func TestNewSpec(t *testing.T) {
 		},
 		{
 			name: "trampoline switches users itself", euid: 0, exec: func(e *config.Exec) { e.Cred = cred; e.Umask = 0o022 },
-			path: selfPath,
+			path: trampolinePath,
 			argv: []string{"superd", "__confine", "umask=18", "uid=65534", "gid=65534", "groups=65534", "--", "/usr/bin/env", "env", "-0"},
 			env:  append(slices.Clone(fixed), credEnv...),
 		},
@@ -295,7 +295,7 @@ func TestNewSpec(t *testing.T) {
 				e.SetNice, e.Nice = true, 3
 				e.Rlimits = []config.Rlimit{{Name: "core", Resource: unix.RLIMIT_CORE, Value: 0}}
 			},
-			path: selfPath,
+			path: trampolinePath,
 			argv: []string{"superd", "__confine", "nice=3", "rlimit=4:0", "--", "/usr/bin/env", "env", "-0"},
 			env:  append(slices.Clone(fixed), credEnv...),
 		},

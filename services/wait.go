@@ -46,7 +46,7 @@ func (s *Service) serveWait(ctx context.Context) error {
 		}
 		before, known = s.sock.queueHead()
 		started = true
-		s.startWait()
+		s.startWait(ctx)
 	}
 }
 
@@ -104,18 +104,20 @@ func (s *Service) waitTurn(ctx context.Context) bool {
 }
 
 // startWait starts a handler on the socket itself. The socket's busy
-// token passes to the handler and returns when it has been reaped.
-func (s *Service) startWait() {
+// token passes to the handler and returns when it has been reaped. Out
+// of descriptors, it waits for some (startDeferred) until ctx is done.
+func (s *Service) startWait(ctx context.Context) {
 	sp := s.spec.Load()
-	f, err := s.sock.dupBlocking()
-	if err != nil {
-		s.sock.release()
-		s.log.Error("start_failed", "err", err)
-		return
-	}
-	defer f.Close()
 	env := []string{"PROTO=" + protoOf(s.sock.key.Network)}
-	_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
+	err := s.startDeferred(ctx, func() error {
+		f, err := s.sock.dupBlocking()
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
+		return err
+	})
 	if err != nil && !errors.Is(err, errReported) {
 		s.sock.release()
 		s.log.Error("start_failed", "path", sp.svc.Exec.Path, "err", err)

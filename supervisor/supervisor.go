@@ -244,15 +244,17 @@ func (s *Supervisor) shutdown() error {
 		delete(s.running, name)
 	}
 	procs := s.opts.Runtime.Procs
-	if n, left := procs.Count(), procs.Leftovers(); n+left > 0 {
-		s.log.Info("terminating", "count", n, "left_behind", left, "grace", s.cfg.Global.ShutdownGrace)
+	// Say what the grace is spent on: running handlers, processes they
+	// left behind in their groups, and stderr pipes still being read.
+	if n, left, pipes := procs.Pending(); n+left+pipes > 0 {
+		s.log.Info("terminating", "count", n, "left_behind", left, "stderr_pipes", pipes, "grace", s.cfg.Global.ShutdownGrace)
 	}
 	procs.Signal(syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
 	err := procs.Wait(ctx)
 	cancel()
-	if err != nil && procs.Count()+procs.Leftovers() > 0 {
-		s.log.Warn("kill_after_grace", "count", procs.Count(), "left_behind", procs.Leftovers())
+	if n, left, pipes := procs.Pending(); err != nil && n+left > 0 {
+		s.log.Warn("kill_after_grace", "count", n, "left_behind", left, "stderr_pipes", pipes)
 		procs.Signal(syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = procs.Wait(ctx)

@@ -80,6 +80,15 @@ type superdProc struct {
 	wrap   []string // command (and arguments) superd runs under, e.g. unshare
 	notify *net.UnixConn
 
+	// notes holds every sd_notify message received, in order, and
+	// notesRead how many waitNotify has consumed. A goroutine drains the
+	// socket at once: a datagram socket left unread fills up, and then
+	// superd's next sd_notify waits for room.
+	notesMu   sync.Mutex
+	notes     []string
+	notesRead int
+	notesC    chan struct{} // closed and replaced on every new message
+
 	mu   sync.Mutex
 	logs bytes.Buffer
 	logC chan struct{} // closed and replaced on every new log line
@@ -111,7 +120,27 @@ func newDaemon(t *testing.T, config string) *superdProc {
 		t.Fatal(err)
 	}
 	d.notify = nc
-	t.Cleanup(func() { nc.Close() })
+	d.notesC = make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		buf := make([]byte, 4096)
+		for {
+			n, err := nc.Read(buf)
+			if err != nil {
+				return
+			}
+			d.notesMu.Lock()
+			d.notes = append(d.notes, string(buf[:n]))
+			close(d.notesC)
+			d.notesC = make(chan struct{})
+			d.notesMu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		nc.Close()
+		<-drained
+	})
 	return d
 }
 
@@ -237,18 +266,27 @@ func (d *superdProc) countLog(re string) int {
 	return len(regexp.MustCompile("(?m)"+re).FindAllString(d.Logs(), -1))
 }
 
-// waitNotify reads sd_notify messages until one contains state.
+// waitNotify consumes sd_notify messages, in the order superd sent
+// them, until one contains state, and returns it.
 func (d *superdProc) waitNotify(state string, within time.Duration) string {
 	d.t.Helper()
-	buf := make([]byte, 4096)
-	d.notify.SetReadDeadline(time.Now().Add(within))
+	deadline := time.After(within)
 	for {
-		n, err := d.notify.Read(buf)
-		if err != nil {
-			d.t.Fatalf("waiting for sd_notify %q: %v\nlog:\n%s", state, err, d.Logs())
+		d.notesMu.Lock()
+		for d.notesRead < len(d.notes) {
+			msg := d.notes[d.notesRead]
+			d.notesRead++
+			if strings.Contains(msg, state) {
+				d.notesMu.Unlock()
+				return msg
+			}
 		}
-		if msg := string(buf[:n]); strings.Contains(msg, state) {
-			return msg
+		c := d.notesC
+		d.notesMu.Unlock()
+		select {
+		case <-c:
+		case <-deadline:
+			d.t.Fatalf("waiting for sd_notify %q: none within %v\nlog:\n%s", state, within, d.Logs())
 		}
 	}
 }

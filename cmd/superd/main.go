@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/logging"
 	"github.com/superd/superd/services"
 	"github.com/superd/superd/supervisor"
 )
@@ -102,7 +104,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "superd: cannot mark inherited descriptors close-on-exec:", err)
 		return 1
 	}
-	if *logTo != "" && *logTo != "stderr" && *logTo != "syslog" {
+	if *logTo != "" && !slices.Contains(logging.Targets(), *logTo) {
 		fmt.Fprintf(stderr, "superd run: --log must be stderr or syslog, not %q\n", *logTo)
 		return 2
 	}
@@ -112,11 +114,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	g := cfg.Global
-	opts := logOptions{Target: g.Log, Facility: g.SyslogFacility, Tag: g.SyslogTag, Socket: g.SyslogSocket}
+	opts := logging.Options{Target: g.Log, Facility: g.SyslogFacility, Tag: g.SyslogTag, Socket: g.SyslogSocket}
 	if *logTo != "" {
 		opts.Target = *logTo
 	}
-	log, closeLog, err := newLogger(opts, stderr)
+	log, closeLog, err := logging.New(opts, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "superd:", err)
 		return 1
@@ -130,12 +132,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "superd: cannot find its own executable:", err)
 		return 1
 	}
+	// The confinement trampoline is this very binary, even after an
+	// upgrade replaced or deleted the file at self.
+	exe, err := services.OpenExecutable()
+	if err != nil {
+		fmt.Fprintln(stderr, "superd:", err)
+		return 1
+	}
+	defer exe.Close()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
 	sup := supervisor.New(cfg, supervisor.Options{
 		Load:     func() (*config.Config, error) { return config.Load(*path) },
 		Log:      log,
-		Runtime:  &services.Runtime{Procs: services.NewProcs(), Self: self, Euid: os.Geteuid()},
-		Notify:   func(state string) { daemon.SdNotify(false, state) },
+		Runtime:  &services.Runtime{Procs: services.NewProcs(), Self: self, Exe: exe, Euid: os.Geteuid()},
+		Notify:   sdNotifier(os.Getenv("NOTIFY_SOCKET"), log),
 		Watchdog: watchdog,
 		// As PID 1 (of a container) superd inherits every orphan.
 		ReapOrphans: os.Getpid() == 1,
