@@ -89,7 +89,7 @@ func TestDiff(t *testing.T) {
 			keep: []string{"a"}, close: []string{"tcp/127.0.0.1:2"}},
 		{name: "disabled is not bound", next: []*config.Service{with(a, func(s *config.Service) { s.Disabled = true })}},
 		{name: "two services swap sockets", running: []*config.Service{a, b},
-			next: []*config.Service{with(a, func(s *config.Service) { s.Listen = b.Listen }), with(b, func(s *config.Service) { s.Listen = a.Listen })},
+			next:   []*config.Service{with(a, func(s *config.Service) { s.Listen = b.Listen }), with(b, func(s *config.Service) { s.Listen = a.Listen })},
 			update: []string{"a", "b"}},
 	}
 	for _, tt := range tests {
