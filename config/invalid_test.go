@@ -118,7 +118,7 @@ func TestInvalid(t *testing.T) {
 		{"empty argv0", svc(`argv0 = ""`), "argv0", "argv0 must not be empty", nil},
 		{"bad stderr", svc(`stderr = "file"`), "stderr", `stderr "file" is not one of log, socket or null`, nil},
 		{"disabled not a bool", svc(`disabled = "yes"`), "disabled", "must be true or false, not a string", nil},
-		{"bad log value", "[superd]\nlog = \"file\"\n", "superd.log", `log "file" is not one of syslog or stderr`, nil},
+		{"bad log value", "[superd]\nlog = \"file\"\n", "superd.log", `log "file" is not one of syslog, stderr or journal`, nil},
 		{"bad facility", "[superd]\nsyslog_facility = \"local8\"\n", "superd.syslog_facility", `syslog facility "local8" is not one of`, nil},
 		{"bad syslog tag", "[superd]\nsyslog_tag = \"a b\"\n", "superd.syslog_tag", "must be 1 to 48 printable characters without spaces", nil},
 		{"relative syslog socket", "[superd]\nsyslog_socket = \"dev/log\"\n", "superd.syslog_socket", `syslog socket "dev/log" must be an absolute path`, nil},

@@ -58,8 +58,9 @@ func parseLimits(s setting) ([]Rlimit, error) {
 	}
 	out := []Rlimit{}
 	var errs []error
+	table := limitKeys()
 	for _, k := range keys {
-		r, err := parseLimit(k)
+		r, err := parseLimit(k, table)
 		if err != nil {
 			errs = append(errs, k.err("", err))
 			continue
@@ -69,11 +70,12 @@ func parseLimits(s setting) ([]Rlimit, error) {
 	return out, errors.Join(errs...)
 }
 
-// parseLimit parses one limit.
-func parseLimit(s setting) (Rlimit, error) {
-	lim, err := findKey(limitKeys(), s.name, "limit")
-	if err != nil {
-		return Rlimit{}, fmt.Errorf("%w; limits are %s", err, strings.Join(keyNames(limitKeys()), ", "))
+// parseLimit parses one limit, whose key is one of table (limitKeys).
+func parseLimit(s setting, table []named[rlimitKey]) (Rlimit, error) {
+	lim, err := findKey(table, s.name, "limit")
+	if u, ok := err.(*unknownError); ok {
+		u.listAs = "limits"
+		return Rlimit{}, u
 	}
 	v, err := limitValue(s.val, lim.kind)
 	if err != nil {

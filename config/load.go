@@ -57,6 +57,9 @@ func (o Options) Load(path string) (*Config, error) {
 	cfg := l.load(path)
 	if len(l.errs) > 0 {
 		errs := l.sorted(l.errs)
+		if len(errs) > maxErrors {
+			errs = append(errs[:maxErrors:maxErrors], moreErrors(len(errs)-maxErrors))
+		}
 		joined := make([]error, len(errs))
 		for i, e := range errs {
 			joined[i] = e
@@ -66,6 +69,28 @@ func (o Options) Load(path string) (*Config, error) {
 	cfg.Warnings = l.sorted(l.warns)
 	return cfg, nil
 }
+
+// maxErrors is how many errors Load returns, the first in file and line
+// order, before one that counts the rest. A configuration that has more
+// is not one that a person is editing: it is a log file or a generated
+// file gone wrong, and a hundred thousand messages would only bury the
+// first ones (and make every reload log a line of megabytes).
+const maxErrors = 100
+
+// MoreErrors is the error that stands, last, for the errors Load left
+// out: N of them.
+type MoreErrors struct{ N int }
+
+// Error says how many were left out.
+func (e *MoreErrors) Error() string {
+	if e.N == 1 {
+		return "... and 1 more error"
+	}
+	return fmt.Sprintf("... and %d more errors", e.N)
+}
+
+// moreErrors is the last error when n errors are left out.
+func moreErrors(n int) *Error { return &Error{Err: &MoreErrors{N: n}} }
 
 // loader holds the state of one Load call.
 type loader struct {
@@ -80,6 +105,9 @@ type loader struct {
 	// specKeys is the table of service keys, built once rather than
 	// for each of thousands of keys.
 	specKeys []named[func(keyIn) error]
+	// handlers remembers what checkHandler found for each handler and
+	// identity.
+	handlers map[handlerKey][]error
 }
 
 // svcDef is one [services.NAME] table as written.
@@ -138,14 +166,21 @@ func (l *loader) readFile(path string) (*source, []setting) {
 		l.errs = append(l.errs, &Error{File: path, Err: fmt.Errorf("cannot find its folder: %w", err)})
 		return nil, nil
 	}
-	// The decoder's cost grows with the square of the nesting depth:
-	// refuse what superd would refuse anyway before it gets to work.
+	// The decoder's cost grows with the square of the nesting depth,
+	// and with the number of keys: refuse what superd would refuse
+	// anyway before it gets to work.
 	lay := scanLayout(data)
-	if lay.deep > 0 {
+	switch {
+	case lay.deep > 0:
 		l.errs = append(l.errs, &Error{File: path, Line: lay.deep, Err: errTooDeep})
 		return nil, nil
+	case lay.crowded > 0:
+		l.errs = append(l.errs, &Error{File: path, Line: lay.crowded, Err: errTooMany})
+		return nil, nil
 	}
-	var top map[string]toml.Primitive
+	// Decoded into an empty interface, the values are the decoder's own
+	// maps and slices, taken as they are: the file is decoded once.
+	var top map[string]any
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
 		l.errs = append(l.errs, syntaxErr(path, err))
@@ -157,8 +192,10 @@ func (l *loader) readFile(path string) (*source, []setting) {
 }
 
 // maxFileSize bounds a config file: anything bigger is a mistake (an
-// include glob matching a log file, say), not a configuration.
-const maxFileSize = 16 << 20
+// include glob matching a log file, say), not a configuration. A file of
+// maxNodes keys written one per line is about 2 MiB; this leaves room
+// for comments.
+const maxFileSize = 4 << 20
 
 // read returns the contents of path. The ownership check is made on the
 // open file, so the file checked is the file read.
@@ -238,13 +275,10 @@ func lowerFirst(s string) string {
 
 // settings turns the top-level keys of a file into settings, sorted by
 // name.
-func (src *source) settings(top map[string]toml.Primitive) []setting {
+func (src *source) settings(top map[string]any) []setting {
 	out := make([]setting, 0, len(top))
 	for _, name := range slices.Sorted(maps.Keys(top)) {
-		var v any
-		// Decoding into an empty interface cannot fail.
-		_ = src.md.PrimitiveDecode(top[name], &v)
-		out = append(out, setting{name: name, ekey: name, val: v, prim: top[name], key: toml.Key{name}, src: src})
+		out = append(out, setting{name: name, ekey: name, val: top[name], src: src})
 	}
 	return out
 }
@@ -262,9 +296,10 @@ func (l *loader) topLevel(s setting, defs map[string]*svcDef, main bool) {
 	case !main && (s.name == "superd" || s.name == "defaults"):
 		l.errs = append(l.errs, s.errorf("", "[%s] belongs in the main file: included files hold only [services.NAME] tables", s.name))
 	case isTable(s.val):
-		l.errs = append(l.errs, s.errorf("", "unknown table [%s]%s", s.name, suggest(s.name, known)))
+		l.errs = append(l.errs, s.err("", &unknownError{what: "table [" + s.name + "]", name: s.name, known: func() []string { return known }}))
 	default:
-		l.errs = append(l.errs, s.errorf("", "unknown top-level key%s: service keys go in a [services.NAME] table", suggest(s.name, known)))
+		l.errs = append(l.errs, s.err("", &unknownError{what: "top-level key", name: s.name, known: func() []string { return known },
+			rest: ": service keys go in a [services.NAME] table"}))
 	}
 }
 
@@ -303,7 +338,7 @@ func (l *loader) serviceDef(t setting) *svcDef {
 
 // firstLine is the line of s's key, or, for an implicit table (the
 // "services" of "[services.hello]"), the first line inside it.
-func firstLine(s setting) int { return s.src.firstLine(s.key, s.val) }
+func firstLine(s setting) int { return s.src.firstLine(s.key(), s.val) }
 
 // firstLine returns the line of key, whose decoded value is val, or the
 // first line inside it when it is an implicit table. It walks the decoded
@@ -402,17 +437,28 @@ func (l *loader) buildAll(defs map[string]*svcDef, defaults *spec) []*builder {
 // sorted orders errors by file (in the order the files were opened), then
 // line, keeping the order of discovery otherwise.
 func (l *loader) sorted(errs []*Error) []*Error {
-	s := slices.Clone(errs)
-	rank := func(e *Error) int {
-		if r, ok := l.rank[e.File]; ok {
-			return r
-		}
-		return len(l.rank)
+	// Each file's rank is looked up once per error, not once per
+	// comparison.
+	type ranked struct {
+		rank int
+		e    *Error
 	}
-	slices.SortStableFunc(s, func(a, b *Error) int {
-		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a.Line, b.Line))
+	s := make([]ranked, len(errs))
+	for i, e := range errs {
+		r, ok := l.rank[e.File]
+		if !ok {
+			r = len(l.rank)
+		}
+		s[i] = ranked{r, e}
+	}
+	slices.SortStableFunc(s, func(a, b ranked) int {
+		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.e.Line, b.e.Line))
 	})
-	return s
+	out := make([]*Error, len(s))
+	for i, r := range s {
+		out[i] = r.e
+	}
+	return out
 }
 
 // report records err, found in setting s of service (empty outside one).

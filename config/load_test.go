@@ -512,7 +512,7 @@ func TestThreeErrorsAtOnce(t *testing.T) {
 	_, err := rootOpts().Load("testdata/three_errors.toml")
 	errs := loadErrors(t, err)
 	want := []string{
-		`testdata/three_errors.toml:3: key "superd.log": log "file" is not one of syslog or stderr`,
+		`testdata/three_errors.toml:3: key "superd.log": log "file" is not one of syslog, stderr or journal`,
 		`testdata/three_errors.toml:7: service "a": key "port": port 70000 out of range 1..65535`,
 		`testdata/three_errors.toml:12: service "b": key "protocl": unknown key (did you mean "protocol"?)`,
 	}

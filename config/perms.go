@@ -336,22 +336,53 @@ func fileACL(f *os.File) ([]aclEntry, error) {
 }
 
 // checkHandler applies unsafeFile to the handler, its folders and the
-// links on its way, for its own user.
+// links on its way, for its own user. Thousands of services may run the
+// same program as the same user: the walk is made once per Load for
+// each program and identity, and its findings placed at each service.
 func (b *builder) checkHandler(e Exec) {
 	if !b.l.opts.checkPerms() || !b.sp.has("path") || b.sp.bad["user"] || b.sp.bad["group"] {
 		return
 	}
+	k := handlerKey{path: e.Path, user: e.Cred.User, set: e.Cred.Set, uid: e.Cred.Uid, gid: e.Cred.Gid,
+		groups: fmt.Sprint(e.Cred.Groups)}
+	errs, ok := b.l.handlers[k]
+	if !ok {
+		errs = handlerProblems(e.Path, e.Cred)
+		if b.l.handlers == nil {
+			b.l.handlers = map[handlerKey][]error{}
+		}
+		b.l.handlers[k] = errs
+	}
+	for _, err := range errs {
+		b.l.errs = append(b.l.errs, b.at("path", err))
+	}
+}
+
+// handlerKey is what the checks of a handler depend on, besides the
+// files: the program and the identity it runs as.
+type handlerKey struct {
+	path, user string
+	set        bool
+	uid, gid   uint32
+	groups     string // Cred.Groups, formatted: a slice is not comparable
+}
+
+// handlerProblems is what checkHandler finds wrong with the handler at
+// path run as c, in the order found. The errors are shared by every
+// service with the same handler and identity, so none is an *Error
+// (which report would modify).
+func handlerProblems(path string, c Cred) []error {
 	r := asRoot()
-	if e.Cred.Set {
-		r = runAs{uid: e.Cred.Uid, gid: e.Cred.Gid, who: e.Cred.User}
+	if c.Set {
+		r = runAs{uid: c.Uid, gid: c.Gid, who: c.User}
 	}
-	w, err := resolve(e.Path)
+	w, err := resolve(path)
 	if err != nil {
-		b.failf("path", "handler %s: %v", e.Path, err)
-		return
+		return []error{fmt.Errorf("handler %s: %v", path, err)}
 	}
+	var errs []error
 	report := func(err error) {
-		b.l.errs = append(b.l.errs, b.at("path", fmt.Errorf("handler %s: %w", e.Path, err)))
+		errs = append(errs, fmt.Errorf("handler %s: %w", path, err))
 	}
 	entries, err := pathACL(w.final)
 	if err == nil {
@@ -363,9 +394,10 @@ func (b *builder) checkHandler(e Exec) {
 	if err := w.unsafeWay(r); err != nil {
 		report(err)
 	}
-	if err := canExec(e.Path, e.Cred); err != nil {
+	if err := canExec(path, c); err != nil {
 		report(err)
 	}
+	return errs
 }
 
 // canExec tells whether the handler's user can reach and execute path,

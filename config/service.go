@@ -263,7 +263,11 @@ func (b *builder) builtin(network string) string {
 		b.failf("builtin", "built-in services serve tcp and udp, not unix sockets")
 	}
 	for _, k := range execKeys() {
-		b.notOwn(k, "%s has no effect on a built-in service", k)
+		// Checked here too, so that the arguments of a message that is
+		// not reported are not made for each of thousands of services.
+		if b.sp.own(k) {
+			b.notOwn(k, "%s has no effect on a built-in service", k)
+		}
 	}
 	return b.sp.builtin
 }

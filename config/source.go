@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math"
@@ -19,8 +20,6 @@ type source struct {
 	// dir is the absolute folder of path, the base of relative paths
 	// written in the file.
 	dir string
-	// md is the file's metadata, for decoding the values of tables.
-	md *toml.MetaData
 	// lines maps each key the file defines (toml.Key.String) to its
 	// line; an implicit key (the "a" of "a.b = 1") is absent.
 	lines map[string]int
@@ -33,16 +32,32 @@ type source struct {
 // ones.
 func newSource(path, dir string, md *toml.MetaData, lines []int) *source {
 	keys := md.Keys()
-	src := &source{path: path, dir: dir, md: md, lines: make(map[string]int, len(keys))}
+	src := &source{path: path, dir: dir, lines: make(map[string]int, len(keys))}
 	if len(keys) != len(lines) {
 		return src
 	}
 	// A key defined again (the same key in each [[array]] table) keeps
 	// its last line, as the decoder does.
 	for i, k := range keys {
-		src.lines[k.String()] = lines[i]
+		src.lines[keyID(k)] = lines[i]
 	}
 	return src
+}
+
+// keyID is a string that identifies key: each part after its length.
+// It is made with one allocation, where toml.Key.String makes several
+// and looks at every byte to decide on quotes.
+func keyID(key toml.Key) string {
+	n := 0
+	for _, part := range key {
+		n += binary.MaxVarintLen64 + len(part)
+	}
+	b := make([]byte, 0, n)
+	for _, part := range key {
+		b = binary.AppendUvarint(b, uint64(len(part)))
+		b = append(b, part...)
+	}
+	return string(b)
 }
 
 // setting is one key = value as written in a file.
@@ -55,16 +70,21 @@ type setting struct {
 	fromDefaults bool
 	// val is the decoded TOML value: string, int64, float64, bool,
 	// time.Time, []any, map[string]any or []map[string]any.
-	val  any
-	prim toml.Primitive
-	// key is the full TOML key, for finding its line.
-	key toml.Key
-	src *source
+	val any
+	// parent is the full TOML key of the table holding the setting,
+	// empty at the top level; the setting's own key, for finding its
+	// line, is parent and name (see key).
+	parent toml.Key
+	src    *source
 }
+
+// key is the full TOML key of s. It is made when needed, for an error,
+// rather than for each of many keys.
+func (s setting) key() toml.Key { return addKey(s.parent, s.name) }
 
 // line returns the line where key is written, or 0 when the key is
 // implicit (the "a" of "a.b = 1").
-func (src *source) line(key toml.Key) int { return src.lines[key.String()] }
+func (src *source) line(key toml.Key) int { return src.lines[keyID(key)] }
 
 // err places err at the setting, inside service (empty outside one).
 func (s setting) err(service string, err error) *Error {
@@ -83,15 +103,12 @@ func (s setting) table(prefix string) ([]setting, error) {
 	if !ok {
 		return nil, fmt.Errorf("must be a table, not %s", typeName(s.val))
 	}
-	var prims map[string]toml.Primitive
-	if err := s.src.md.PrimitiveDecode(s.prim, &prims); err != nil {
-		return nil, fmt.Errorf("reading table: %w", err)
-	}
 	out := make([]setting, 0, len(m))
+	key := s.key()
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, setting{
 			name: name, ekey: prefix + name, fromDefaults: s.fromDefaults,
-			val: m[name], prim: prims[name], key: addKey(s.key, name), src: s.src,
+			val: m[name], parent: key, src: s.src,
 		})
 	}
 	return out, nil
@@ -250,7 +267,29 @@ func findKey[T any](table []named[T], name, what string) (T, error) {
 		}
 	}
 	var zero T
-	return zero, fmt.Errorf("unknown %s%s", what, suggest(name, keyNames(table)))
+	return zero, &unknownError{what: what, name: name, known: func() []string { return keyNames(table) }}
+}
+
+// unknownError is "unknown <what>" and a "did you mean" hint, then rest
+// or the list of every candidate. The message is made only when it is
+// read: of a file with a hundred thousand unknown keys, only the first
+// maxErrors are shown.
+type unknownError struct {
+	what, name string
+	known      func() []string // the candidates, in order
+	rest       string
+	// listAs, when set, names the candidates in "; <listAs> are a, b,
+	// c", which follows the hint.
+	listAs string
+}
+
+func (e *unknownError) Error() string {
+	known := e.known()
+	msg := "unknown " + e.what + suggest(e.name, known) + e.rest
+	if e.listAs != "" {
+		msg += "; " + e.listAs + " are " + strings.Join(known, ", ")
+	}
+	return msg
 }
 
 // keyNames lists the names of table, in its order.

@@ -19,8 +19,10 @@ import (
 // checks that need several keys at once. Every value is only meaningful
 // when its key is in given and not in bad.
 type spec struct {
-	// given holds every key set, from [defaults] or the service's table.
-	given map[string]setting
+	// given holds every key set, from [defaults] or the service's table:
+	// pointers into the keys of the svcDef or of [defaults], which keeps
+	// small the map that each of thousands of services copies and fills.
+	given map[string]*setting
 	// bad marks keys whose value was rejected (already reported), so
 	// later checks skip them instead of piling up follow-on errors.
 	bad map[string]bool
@@ -51,7 +53,7 @@ type portValue struct {
 }
 
 func newSpec() *spec {
-	return &spec{given: map[string]setting{}, bad: map[string]bool{}}
+	return &spec{given: map[string]*setting{}, bad: map[string]bool{}}
 }
 
 // clone copies sp. Parsed slices are shared: they are replaced, never
@@ -134,16 +136,21 @@ func protocols() []string { return []string{"tcp", "tcp4", "tcp6", "udp", "udp4"
 // apply parses sets into sp, over what sp already holds (the defaults),
 // each with its row of l.specKeys.
 func (l *loader) apply(sp *spec, sets []setting, service string) {
-	for _, s := range sets {
+	for i := range sets {
+		s := &sets[i]
+		parse, err := findKey(l.specKeys, s.name, "key")
+		if err != nil {
+			// An unknown key stays out of sp: every service clones
+			// the defaults, and a [defaults] of many unknown keys
+			// would be copied once per service.
+			l.report(*s, service, err)
+			continue
+		}
 		sp.given[s.name] = s
 		delete(sp.bad, s.name)
-		parse, err := findKey(l.specKeys, s.name, "key")
-		if err == nil {
-			err = parse(keyIn{s, sp, &l.names})
-		}
-		if err != nil {
+		if err := parse(keyIn{*s, sp, &l.names}); err != nil {
 			sp.bad[s.name] = true
-			l.report(s, service, err)
+			l.report(*s, service, err)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package services
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,19 +10,17 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/superd/superd/config"
+	"github.com/superd/superd/services/admit"
 	"github.com/superd/superd/services/builtin"
 )
 
-// builtinReplyRate bounds the answers a datagram built-in sends per
-// second when the service sets no rate, so that superd cannot be used to
-// amplify a spoofed flood.
-const builtinReplyRate = 100
-
 // serveBuiltinStream accepts connections and serves each with the
-// built-in in a goroutine of its own. When Serve ends it closes the
-// connections still open and waits for their goroutines.
-func (s *Service) serveBuiltinStream(ctx context.Context) error {
+// built-in in force at its accept, in a goroutine of its own. When ep
+// ends (a mode change, or Close) it closes the connections still open
+// and waits for their goroutines: built-in connections end with their
+// mode.
+func (l *Listener) serveBuiltinStream(ep *epoch) {
+	ctx := ep.ctx
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -38,24 +35,24 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 		mu.Unlock()
 		wg.Wait()
 	}()
-	for s.admit(ctx) {
-		c, err := s.sock.ln.Accept()
+	for l.adm.Acquire(ctx) {
+		c, err := l.sock.Listener().Accept()
 		if err != nil {
-			s.adm.slots.release()
-			if s.acceptError(ctx, err, &delay) {
-				return nil
+			l.adm.Return()
+			if l.acceptError(ep, err, &delay) {
+				return
 			}
 			continue
 		}
 		delay = 0
-		s.short.over()
-		sp := s.spec.Load()
-		release, ok := s.checkConn(sp, c)
+		l.short.over()
+		st := ep.cur.Load()
+		release, ok := l.adm.Check(st.svc, connClient(c), st.log)
 		if !ok {
 			c.Close()
 			continue
 		}
-		if t := sp.svc.Limits.Timeout; t > 0 {
+		if t := st.svc.Limits.Timeout; t > 0 {
 			// No process to signal: the deadline ends the connection.
 			c.SetDeadline(time.Now().Add(t))
 		}
@@ -63,11 +60,9 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Add(1)
-		s.adm.active.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.adm.active.Add(-1)
-			builtin.ServeStream(sp.svc.Builtin, c)
+			builtin.ServeStream(st.svc.Builtin, c)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -75,48 +70,45 @@ func (s *Service) serveBuiltinStream(ctx context.Context) error {
 			release()
 		}()
 	}
-	return nil
 }
 
-// checkConn applies check to a connection accepted by package net.
-func (s *Service) checkConn(sp *spec, c net.Conn) (func(), bool) {
-	p := &peer{proto: "UNIX"}
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ap := a.AddrPort()
-		p = &peer{proto: "TCP", remote: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+// connClient is the client of a connection accepted by package net.
+func connClient(c net.Conn) admit.Client {
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return admit.Client{Unix: true, Remote: "unix"}
 	}
-	return s.check(sp, p)
+	ap := a.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return admit.Client{Addr: ap.Addr(), Remote: ap.String()}
 }
 
-// serveBuiltinPacket answers datagrams until ctx is done or the socket
-// is closed. Update interrupts it, so that a reload's settings (another
-// built-in, rate, access lists) take effect at once.
-func (s *Service) serveBuiltinPacket(ctx context.Context) error {
+// serveBuiltinPacket answers datagrams until ep ends (a mode change, or
+// Close). Each datagram is judged and answered by the latest settings of
+// ep once it has arrived: an Update (another built-in, rate, access
+// lists) applies to the next datagram, even while a read is under way.
+func (l *Listener) serveBuiltinPacket(ep *epoch) {
+	ctx := ep.ctx
+	buf := make([]byte, builtin.PacketBufSize)
+	line := 0 // chargen's position, see builtin.Packet.Answer
 	for {
-		sp := s.spec.Load()
-		p, err := builtin.NewPacket(sp.svc.Builtin, replyLimiter(sp.svc.Limits.Rate))
+		n, addr, err := l.sock.PacketConn().ReadFrom(buf)
 		if err != nil {
-			return err
-		}
-		var pc net.PacketConn = s.sock.pc
-		if !sp.svc.Access.Empty() {
-			pc = &accessPacketConn{PacketConn: pc, s: s, access: sp.svc.Access}
-		}
-		err = p.Serve(pc)
-		if err == nil || ctx.Err() != nil || s.sock.closed.Load() {
-			return nil
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.sock.clearInterrupt()
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || l.sock.Closed() {
+				return
+			}
+			ep.cur.Load().log.Error("read_failed", "err", err)
+			if !sleep(ctx, time.Second) {
+				return
 			}
 			continue
 		}
-		s.log.Error("read_failed", "err", err)
-		if !sleep(ctx, time.Second) {
-			return nil
+		st := ep.cur.Load()
+		if ua, ok := addr.(*net.UDPAddr); ok && !st.svc.Access.Empty() &&
+			!l.adm.AllowDatagram(st.svc.Access, ua.AddrPort().Addr().Unmap(), addr.String(), st.log) {
+			continue
 		}
+		st.packet.Answer(l.sock.PacketConn(), buf[:n], addr, &line)
 	}
 }
 
@@ -127,26 +119,4 @@ func replyLimiter(r float64) *rate.Limiter {
 		return rate.NewLimiter(rate.Limit(r), int(max(1, r)))
 	}
 	return rate.NewLimiter(builtinReplyRate, builtinReplyRate)
-}
-
-// accessPacketConn drops datagrams from senders the access lists refuse,
-// before a built-in sees them.
-type accessPacketConn struct {
-	net.PacketConn
-	s      *Service
-	access config.Access
-}
-
-func (c *accessPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil {
-			return n, addr, err
-		}
-		ua, ok := addr.(*net.UDPAddr)
-		if !ok || c.access.Allowed(ua.AddrPort().Addr().Unmap()) {
-			return n, addr, nil
-		}
-		c.s.adm.denials.log(c.s.log, "access", addr.String())
-	}
 }

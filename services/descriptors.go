@@ -2,11 +2,11 @@ package services
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/superd/superd/services/proc"
 )
 
 // Out of descriptors (superd's RLIMIT_NOFILE, or the system's table), a
@@ -14,19 +14,17 @@ import (
 // accepting, so that new clients wait in the backlog, and a client it
 // had already accepted when a step of its start (a pipe, /dev/null, the
 // fork) ran out keeps its connection while the start is tried again. It
-// resumes when superd closes descriptors of a handler (Procs.released),
+// resumes when superd closes descriptors of a handler (proc.Table.Released),
 // or after a back-off, since descriptors also free up elsewhere. The
 // shortage is logged once (descriptors_exhausted) until a start
 // succeeds again.
 
 // descriptorsExhausted reports whether err means that superd is out of
 // file descriptors: its own limit (EMFILE) or the system's (ENFILE).
-func descriptorsExhausted(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
-}
+func descriptorsExhausted(err error) bool { return proc.DescriptorsExhausted(err) }
 
-// shortage is a Service's state while descriptors are short. Its zero
-// value is a service that has plenty.
+// shortage is a Listener's state while descriptors are short. Its zero
+// value is a Listener that has plenty.
 type shortage struct {
 	mu      sync.Mutex
 	waiting int           // accepted clients whose start waits for descriptors
@@ -91,7 +89,7 @@ func (sh *shortage) waitNoneWaiting(ctx context.Context) bool {
 // awaitDescriptors waits until superd closes descriptors of a handler
 // (released, taken before the attempt that failed) or for the next step
 // of the back-off in *delay. It returns false when ctx is done first.
-func (s *Service) awaitDescriptors(ctx context.Context, released <-chan struct{}, delay *time.Duration) bool {
+func awaitDescriptors(ctx context.Context, released <-chan struct{}, delay *time.Duration) bool {
 	t := time.NewTimer(backoff(delay))
 	defer t.Stop()
 	select {
@@ -106,33 +104,33 @@ func (s *Service) awaitDescriptors(ctx context.Context, released <-chan struct{}
 
 // startDeferred calls start until it succeeds or fails for another
 // reason than a want of descriptors, waiting for descriptors between
-// attempts; meanwhile the service accepts nobody. When ctx ends the
-// wait, it returns the last error.
-func (s *Service) startDeferred(ctx context.Context, start func() error) error {
+// attempts; meanwhile the Listener accepts nobody. The shortage is
+// logged to log. When ctx ends the wait, it returns the last error.
+func (l *Listener) startDeferred(ctx context.Context, log *slog.Logger, start func() error) error {
 	var (
 		delay   time.Duration
 		waiting bool
 	)
 	defer func() {
 		if waiting {
-			s.short.leave()
+			l.short.leave()
 		}
 	}()
 	for {
-		released := s.rt.Procs.released()
+		released := l.rt.Procs.Released()
 		err := start()
 		if !descriptorsExhausted(err) {
 			if err == nil {
-				s.short.over()
+				l.short.over()
 			}
 			return err
 		}
 		if !waiting {
 			waiting = true
-			s.short.enter()
+			l.short.enter()
 		}
-		s.short.note(s.log, err)
-		if !s.awaitDescriptors(ctx, released, &delay) {
+		l.short.note(log, err)
+		if !awaitDescriptors(ctx, released, &delay) {
 			return err
 		}
 	}

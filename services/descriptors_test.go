@@ -1,12 +1,10 @@
 package services
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,13 +18,12 @@ import (
 // descriptors_exhausted, and succeeds when descriptors are back.
 func TestServeDefersStartWithoutDescriptors(t *testing.T) {
 	e := newEnv(t)
-	sock := bindKey(t, tcpKey)
-	e.serve(t, execService("short", tcpKey, "/bin/echo", "served"), sock)
+	ln := e.listen(t, execService("short", tcpKey, "/bin/echo", "served"))
 	// A first client, so that whatever serving opens once is open.
-	if got := readAll(t, dial(t, "tcp", sock.Addr().String())); got != "served\n" {
+	if got := readAll(t, dial(t, "tcp", ln.Addr().String())); got != "served\n" {
 		t.Fatalf("first client got %q, want served", got)
 	}
-	e.rec.wait(t, match("exit", "status", "0"))
+	e.rec.Wait(t, match("exit", "status", "0"))
 
 	// The client's socket exists before the limit; its connect needs no
 	// descriptor of this process.
@@ -55,17 +52,17 @@ func TestServeDefersStartWithoutDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer restore()
-	addr := sock.Addr().(*net.TCPAddr).AddrPort()
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 	if err := unix.Connect(cfd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())}); err != nil {
 		restore()
 		t.Fatalf("connect: %v", err)
 	}
-	l := e.rec.wait(t, match("descriptors_exhausted", "service", "short"))
+	l := e.rec.Wait(t, match("descriptors_exhausted", "service", "short"))
 	restore()
 	// Which comes first is a race: the start's stderr pipe, or the
 	// loop's next accept4, which takes a descriptor before it looks for
 	// a client.
-	if !strings.Contains(l.attrs["err"], "too many open files") {
+	if !strings.Contains(l.Attrs["err"], "too many open files") {
 		t.Errorf("shortage line %v, want EMFILE", l)
 	}
 	unix.SetsockoptTimeval(cfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: int64(testTimeout / time.Second)})
@@ -73,41 +70,11 @@ func TestServeDefersStartWithoutDescriptors(t *testing.T) {
 	if string(got) != "served\n" {
 		t.Errorf("client accepted while out of descriptors got %q, %v; want served", got, err)
 	}
-	e.rec.waitN(t, 2, match("exit", "status", "0"))
-	if n := e.rec.count(match("start_failed")); n != 0 {
+	e.rec.WaitN(t, 2, match("exit", "status", "0"))
+	if n := e.rec.Count(match("start_failed")); n != 0 {
 		t.Errorf("%d start_failed lines, want 0: the client must wait, not be dropped", n)
 	}
-	if n := e.rec.count(match("descriptors_exhausted")); n != 1 {
+	if n := e.rec.Count(match("descriptors_exhausted")); n != 1 {
 		t.Errorf("%d descriptors_exhausted lines for one shortage, want 1", n)
-	}
-}
-
-// TestProcsStartNearDescriptorLimit gives a handler a descriptor with
-// the highest number superd may have: Go's child cannot move its pipe
-// above it and fails with EBADF, which start must report as the
-// shortage of descriptors it is (so that the start is deferred, not
-// failed).
-func TestProcsStartNearDescriptorLimit(t *testing.T) {
-	e := newEnv(t)
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.FcntlInt(0, unix.F_DUPFD_CLOEXEC, int(lim.Cur)-1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin := os.NewFile(uintptr(fd), "stdin")
-	defer stdin.Close()
-	cmd := shCmd("exit 0")
-	cmd.Stdin = stdin
-	_, err = e.rt.Procs.start(startRequest{cmd: cmd, log: e.log, exited: func() { t.Errorf("exited called for a handler that never started") }})
-	if !errors.Is(err, syscall.EBADF) || !descriptorsExhausted(err) {
-		t.Errorf("start with fd %d under a limit of %d = %v, want EBADF reported as a shortage of descriptors", fd, lim.Cur, err)
-	}
-
-	// An EBADF far from the limit is no shortage.
-	if err := forkNearLimit(shCmd("exit 0"), os.NewSyscallError("fork/exec", syscall.EBADF)); descriptorsExhausted(err) {
-		t.Errorf("forkNearLimit of an EBADF far from the limit = %v, want it unchanged", err)
 	}
 }

@@ -8,23 +8,27 @@ import (
 	"syscall"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/services/confine"
+	"github.com/superd/superd/services/proc"
 )
 
 // defaultPath is the PATH every handler gets unless env sets another: a
 // fixed, safe value rather than whatever superd was started with.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// Runtime is what the supervisor shares with every Service.
+// Runtime is what every Listener shares: main builds it once.
 type Runtime struct {
-	// Procs tracks every handler process; required.
-	Procs *Procs
+	// Procs is the process table that starts, reaps and logs every
+	// handler; required. It outlives every Listener: the supervisor shuts
+	// it down after it closed them all.
+	Procs *proc.Table
 	// Self is the path superd was started from. Its base name is the
 	// confinement trampoline's argv[0] ("superd" when empty); it is never
 	// executed, see Exe.
 	Self string
-	// Exe is the running superd binary, from OpenExecutable, run as the
-	// confinement trampoline for services with umask, nice or limits.
-	// When nil, such services fail to start. Its opener closes it.
+	// Exe is the running superd binary, from confine.OpenExecutable, run
+	// as the confinement trampoline for services with umask, nice or
+	// limits. When nil, such services fail to start. Its opener closes it.
 	Exe *os.File
 	// Euid is superd's effective uid; handlers switch users only when it
 	// is 0.
@@ -56,16 +60,16 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 	e := &svc.Exec
 	switchUser := e.Cred.Set && rt.Euid == 0
 	sp.attr = &syscall.SysProcAttr{Setsid: true}
-	if needsConfine(e) {
+	if confine.Needed(e) {
 		// The trampoline switches users itself, after the limits.
-		sp.path, sp.confined, sp.exe = trampolinePath, true, rt.Exe
+		sp.path, sp.confined, sp.exe = confine.TrampolinePath, true, rt.Exe
 		c := *e
 		c.Cred.Set = switchUser
 		argv0 := "superd"
 		if rt.Self != "" {
 			argv0 = filepath.Base(rt.Self)
 		}
-		sp.argv = confineArgs(argv0, &c)
+		sp.argv = confine.Args(argv0, &c)
 	} else {
 		sp.path, sp.argv = e.Path, e.Argv
 		if switchUser {
@@ -108,16 +112,17 @@ func (sp *spec) command(stdio *os.File, connEnv []string) *exec.Cmd {
 }
 
 // request builds the start of one handler; see command for stdio and
-// connEnv.
-func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remote string, exited func()) startRequest {
-	return startRequest{
-		cmd:       sp.command(stdio, connEnv),
-		log:       log,
-		remote:    remote,
-		logStderr: sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "",
-		timeout:   sp.svc.Limits.Timeout,
-		confined:  sp.confined,
-		exe:       sp.exe,
-		exited:    exited,
+// connEnv. exited is the caller's: the process table calls it once the
+// handler has been reaped (see proc.Request).
+func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remote string, exited func()) proc.Request {
+	return proc.Request{
+		Cmd:       sp.command(stdio, connEnv),
+		Log:       log,
+		Remote:    remote,
+		LogStderr: sp.svc.Exec.Stderr == "log" || sp.svc.Exec.Stderr == "",
+		Timeout:   sp.svc.Limits.Timeout,
+		Confined:  sp.confined,
+		Exe:       sp.exe,
+		Exited:    exited,
 	}
 }

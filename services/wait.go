@@ -3,8 +3,11 @@ package services
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/superd/superd/services/proc"
 )
 
 // A wait-mode handler that exits without taking its datagram or
@@ -24,104 +27,128 @@ const (
 	loopWindow     = 2 * time.Second
 )
 
-// serveWait hands the socket to one handler at a time.
-func (s *Service) serveWait(ctx context.Context) error {
+// serveWait hands the socket to one handler at a time: it waits until
+// the socket is readable, starts the handler on the socket itself, and
+// waits for the handler's exit before it watches the socket again (the
+// socket is the handler's meanwhile). It returns when ep ends (a mode
+// change, or Close); owner is then the exit of the handler that still
+// holds the socket, nil when none does.
+func (l *Listener) serveWait(ep *epoch) (owner <-chan struct{}) {
+	ctx := ep.ctx
 	var (
+		guard   waitGuard
 		before  string // the queue's head when the last handler started
 		known   bool   // before means something
 		started bool
-		idle    int // unproductive starts in a row
 	)
 	for {
-		if err := s.sock.acquire(ctx); err != nil {
-			return nil
-		}
 		if started {
-			after, ok := s.sock.queueHead()
-			idle = s.progress(idle, known && ok && after == before)
+			after, ok := l.sock.QueueHead()
+			guard.progress(ep.cur.Load().log, known && ok && after == before)
 		}
-		if !s.pauseIfLooping(ctx, idle, known) || !s.waitTurn(ctx) {
-			s.sock.release()
+		if !guard.pause(ctx, ep.cur.Load().log, known, time.Now()) || !l.waitTurn(ep) {
 			return nil
 		}
-		before, known = s.sock.queueHead()
+		before, known = l.sock.QueueHead()
 		started = true
-		s.startWait(ctx)
+		exited := l.startWait(ep)
+		if exited == nil {
+			continue // not started: the socket is superd's again
+		}
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			return exited
+		}
 	}
 }
 
-// progress counts unproductive starts and logs the end of a loop.
-func (s *Service) progress(idle int, unproductive bool) int {
+// waitGuard is the loop guard's state of one wait-mode loop: the
+// unproductive starts in a row, and the recent starts for sockets whose
+// queue cannot be seen. Only the serve goroutine uses it.
+type waitGuard struct {
+	idle  int // unproductive starts in a row
+	loops loopGuard
+}
+
+// progress counts a start that took nothing (unproductive), or logs the
+// end of a loop.
+func (g *waitGuard) progress(log *slog.Logger, unproductive bool) {
 	if unproductive {
-		return idle + 1
+		g.idle++
+		return
 	}
-	if idle >= loopLogAfter {
-		s.log.Info("resumed", "after_unproductive_starts", idle)
+	if g.idle >= loopLogAfter {
+		log.Info("resumed", "after_unproductive_starts", g.idle)
 	}
-	return 0
+	g.idle = 0
 }
 
-// pauseIfLooping sleeps the back-off that idle unproductive starts call
-// for (or the window guard's pause when the socket's queue cannot be
-// seen). It returns false when ctx ended the pause.
-func (s *Service) pauseIfLooping(ctx context.Context, idle int, known bool) bool {
+// pause sleeps the back-off that the unproductive starts in a row call
+// for, or, when the socket's queue cannot be seen (known false), the
+// window guard's pause for a start at now. It returns false when ctx
+// ended the pause.
+func (g *waitGuard) pause(ctx context.Context, log *slog.Logger, known bool, now time.Time) bool {
 	var pause time.Duration
 	switch {
-	case !known && s.loops.record(time.Now()):
+	case !known && g.loops.record(now):
 		pause = maxLoopPause
-	case idle > 0:
-		pause = min(firstLoopPause<<min(idle-1, 20), maxLoopPause)
+	case g.idle > 0:
+		pause = min(firstLoopPause<<min(g.idle-1, 20), maxLoopPause)
 	}
 	if pause == 0 {
 		return true
 	}
-	if !known || idle == loopLogAfter || idle%10 == 0 {
-		s.log.Warn("looping", "unproductive_starts", idle, "pause", pause)
+	if !known || g.idle == loopLogAfter || g.idle%10 == 0 {
+		log.Warn("looping", "unproductive_starts", g.idle, "pause", pause)
 	}
 	return sleep(ctx, pause)
 }
 
 // waitTurn waits until the socket has something for a handler and the
-// service may start one. It returns false when ctx is done or the socket
-// was closed.
-func (s *Service) waitTurn(ctx context.Context) bool {
+// service may start one. It returns false when ep ends.
+func (l *Listener) waitTurn(ep *epoch) bool {
+	ctx := ep.ctx
 	// The last handler may have left the shared socket blocking, which
 	// would stall superd's readiness check; put it back.
-	if err := s.sock.setNonblock(); err != nil {
-		s.log.Error("nonblock_failed", "err", err)
+	if err := l.sock.SetNonblock(); err != nil && ctx.Err() == nil {
+		ep.cur.Load().log.Error("nonblock_failed", "err", err)
 	}
 	var delay time.Duration
 	for {
-		err := s.sock.waitReadable()
+		err := l.sock.WaitReadable()
 		if err == nil {
 			break
 		}
-		if s.acceptError(ctx, err, &delay) {
+		if l.acceptError(ep, err, &delay) {
 			return false
 		}
 	}
-	return s.adm.token(ctx)
+	return l.adm.Token(ctx)
 }
 
-// startWait starts a handler on the socket itself. The socket's busy
-// token passes to the handler and returns when it has been reaped. Out
-// of descriptors, it waits for some (startDeferred) until ctx is done.
-func (s *Service) startWait(ctx context.Context) {
-	sp := s.spec.Load()
-	env := []string{"PROTO=" + protoOf(s.sock.key.Network)}
-	err := s.startDeferred(ctx, func() error {
-		f, err := s.sock.dupBlocking()
+// startWait starts a handler on the socket itself, with the latest
+// settings of ep. It returns a channel that the handler's reaper closes
+// once the handler has exited, or nil when no handler started (logged).
+// Out of descriptors, it waits for some (startDeferred) until ep ends.
+func (l *Listener) startWait(ep *epoch) <-chan struct{} {
+	st := ep.cur.Load()
+	env := []string{"PROTO=" + protoOf(l.key.Network)}
+	exited := make(chan struct{})
+	err := l.startDeferred(ep.ctx, st.log, func() error {
+		f, err := l.sock.DupBlocking()
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		_, err = s.rt.Procs.start(sp.request(f, env, s.log, "", s.sock.release))
+		_, err = l.rt.Procs.Start(st.spec.request(f, env, st.log, "", func() { close(exited) }))
 		return err
 	})
-	if err != nil && !errors.Is(err, errReported) {
-		s.sock.release()
-		s.log.Error("start_failed", "path", sp.svc.Exec.Path, "err", err)
+	if err != nil && !errors.Is(err, proc.ErrReported) {
+		st.log.Error("start_failed", "path", st.svc.Exec.Path, "err", err)
+		return nil
 	}
+	return exited
 }
 
 // protoOf is the PROTO value for a socket's network.
@@ -135,8 +162,8 @@ func protoOf(network string) string {
 	return "UNIX"
 }
 
-// loopGuard remembers recent starts of a wait-mode service. Only the
-// service's Serve goroutine uses it.
+// loopGuard remembers recent starts of a wait-mode service whose
+// socket's queue cannot be seen.
 type loopGuard struct {
 	starts []time.Time
 }
@@ -155,16 +182,4 @@ func (g *loopGuard) record(now time.Time) bool {
 		return true
 	}
 	return false
-}
-
-// sleep waits for d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

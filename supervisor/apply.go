@@ -1,7 +1,7 @@
 package supervisor
 
 import (
-	"context"
+	"fmt"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,97 +10,138 @@ import (
 	"github.com/superd/superd/services"
 )
 
-// apply makes next the running set. A socket whose key next still uses
-// is kept as it is, with the connections in its backlog; new sockets are
-// bound before any old one closes; services whose socket cannot be bound
-// yet are retried with backoff. Handlers already running are not
-// touched.
-func (s *Supervisor) apply(next *config.Config) {
-	want := make(map[string]*config.Service)
-	keys := make(map[config.ListenKey]*config.Service)
-	for _, svc := range next.Services {
-		if !svc.Disabled {
-			want[svc.Name] = svc
-			keys[svc.Listen] = svc
-		}
+// running returns the settings each running identity serves: diff's
+// view of the running set.
+func (s *Supervisor) running() map[config.ListenKey]*config.Service {
+	r := make(map[config.ListenKey]*config.Service, len(s.listeners))
+	for key, l := range s.listeners {
+		r[key] = l.Service()
 	}
+	return r
+}
+
+// updateError is apply's error when a running Listener could not take
+// its new settings: the reload was rolled back.
+type updateError struct {
+	service string           // the service whose settings were refused
+	listen  config.ListenKey // its listen identity
+	err     error
+}
+
+func (e *updateError) Error() string {
+	return fmt.Sprintf("supervisor: update service %q on %s: %v", e.service, e.listen, e.err)
+}
+
+func (e *updateError) Unwrap() error { return e.err }
+
+// updated is a Listener that apply updated, and the settings to put
+// back if the apply is rolled back.
+type updated struct {
+	l    *services.Listener
+	prev *config.Service
+}
+
+// apply makes next the running set, in the order diff's plan allows
+// without losing a client:
+//
+//  1. bind every new identity (a bind that fails is retried later with
+//     backoff, see postpone; the other services run meanwhile);
+//  2. update the identities whose settings changed: their Listeners keep
+//     their sockets, backlogs and admission state;
+//  3. close the identities no longer wanted (their running handlers are
+//     left alone);
+//  4. bind again, at once, what failed in step 1 when step 3 closed
+//     something: an old socket may have held the address (tcp on a port
+//     that moved to tcp4, say).
+//
+// When an update fails, apply undoes what it did (closes the Listeners
+// it bound, updates the others back), keeps the running set and returns
+// the error, which names the service. Step 1 cannot fail the apply, and
+// nothing after step 2 can.
+func (s *Supervisor) apply(next *config.Config) error {
+	p := diff(s.running(), next.Services)
+	oldPending := s.pending
 	s.pending = make(map[string]*pending)
-	var failed []*config.Service
-	for key, svc := range keys {
-		if s.socks[key] == nil {
-			if !s.bind(svc) {
-				failed = append(failed, svc)
-			}
-		} else if err := s.socks[key].Reconfigure(svc.Backlog, svc.SocketMode); err != nil {
-			s.log.Error("reconfigure_failed", "service", svc.Name, "listen", key.String(), "err", err)
+
+	var (
+		bound  []*services.Listener
+		failed []*config.Service
+	)
+	for _, svc := range p.bind {
+		if l := s.bind(svc); l != nil {
+			bound = append(bound, l)
+		} else {
+			failed = append(failed, svc)
 		}
 	}
-	for name, r := range s.running {
-		svc := want[name]
-		if svc == nil || svc.Listen != r.key || services.ModeOf(svc) != r.svc.Mode() {
-			s.stop(r)
-			delete(s.running, name)
+
+	var done []updated
+	for _, svc := range p.update {
+		l := s.listeners[svc.Listen]
+		prev := l.Service()
+		if err := l.Update(svc); err != nil {
+			s.rollback(bound, done)
+			s.pending = oldPending
+			s.armRetry()
+			return &updateError{service: svc.Name, listen: svc.Listen, err: err}
 		}
+		done = append(done, updated{l, prev})
 	}
-	closed := false
-	for key, sock := range s.socks {
-		if keys[key] == nil {
-			sock.Close()
-			delete(s.socks, key)
-			s.log.Info("closed", "listen", key.String())
-			closed = true
-		}
+
+	for _, key := range p.close {
+		s.closeListener(key)
 	}
-	// A socket that failed because an old one held its address (tcp on
-	// a port that moved to tcp4, say) can be bound now.
+
+	// A socket that failed because an old one held its address can be
+	// bound now.
+	now := time.Now()
 	for _, svc := range failed {
-		if !closed || !s.bind(svc) {
-			s.postpone(svc, firstRetry, time.Now())
-		}
-	}
-	for name, svc := range want {
-		if r := s.running[name]; r != nil {
-			r.svc.Update(svc)
-		} else if sock := s.socks[svc.Listen]; sock != nil {
-			s.start(svc, sock)
+		if len(p.close) == 0 || s.bind(svc) == nil {
+			s.postpone(svc, firstRetry, now)
 		}
 	}
 	s.armRetry()
+	return nil
 }
 
-// bind binds svc's socket and records it; it logs a failure and reports
-// whether the socket is there.
-func (s *Supervisor) bind(svc *config.Service) bool {
-	sock, err := services.Bind(svc.Listen, svc.Backlog, svc.SocketMode)
+// rollback undoes an apply whose update failed: it closes the Listeners
+// the apply bound and puts the updated ones back to their previous
+// settings, newest first. A Listener that cannot be put back is logged
+// and keeps the settings it has.
+func (s *Supervisor) rollback(bound []*services.Listener, done []updated) {
+	for i := len(done) - 1; i >= 0; i-- {
+		u := done[i]
+		if err := u.l.Update(u.prev); err != nil {
+			s.log.Error("reload_failed", "service", u.prev.Name, "err", fmt.Errorf("putting the running settings back: %w", err))
+		}
+	}
+	for _, l := range bound {
+		s.closeListener(l.Key())
+	}
+}
+
+// bind starts a Listener for svc and records it; it logs the outcome and
+// returns nil when the socket could not be bound.
+func (s *Supervisor) bind(svc *config.Service) *services.Listener {
+	l, err := services.Listen(svc, s.opts.Runtime, s.log)
 	if err != nil {
 		s.log.Error("bind_failed", "service", svc.Name, "listen", svc.Listen.String(), "err", err)
-		return false
+		return nil
 	}
-	s.socks[svc.Listen] = sock
-	s.log.Info("listening", "service", svc.Name, "listen", svc.Listen.String(), "addr", sock.Addr().String())
-	return true
+	s.listeners[svc.Listen] = l
+	s.log.Info("listening", "service", svc.Name, "listen", svc.Listen.String(), "addr", l.Addr().String())
+	return l
 }
 
-// start runs svc on sock in a goroutine that stop ends.
-func (s *Supervisor) start(svc *config.Service, sock *services.Socket) {
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{
-		svc:    services.New(svc, sock, s.opts.Runtime, s.log),
-		key:    svc.Listen,
-		cancel: cancel,
-		done:   make(chan struct{}),
-	}
-	s.running[svc.Name] = r
-	go func() {
-		defer close(r.done)
-		err := r.svc.Serve(ctx)
-		switch {
-		case err != nil:
-			s.log.Error("serve_failed", "service", svc.Name, "err", err)
-		case ctx.Err() == nil && !sock.Closed():
-			s.log.Error("serve_stopped", "service", svc.Name)
-		}
-	}()
+// closeListener closes the Listener of key and forgets it. Its running
+// handlers keep running.
+func (s *Supervisor) closeListener(key config.ListenKey) {
+	l := s.listeners[key]
+	delete(s.listeners, key)
+	// Closing a socket superd bound cannot fail in a way worth acting on:
+	// the descriptor is gone either way.
+	l.Close()
+	s.log.Info("closed", "listen", key.String())
 }
 
 // postpone schedules another bind attempt for svc after delay.
@@ -116,11 +157,9 @@ func (s *Supervisor) retryBinds(now time.Time) {
 			continue
 		}
 		delete(s.pending, name)
-		if s.bind(p.svc) {
-			s.start(p.svc, s.socks[p.svc.Listen])
-			continue
+		if s.bind(p.svc) == nil {
+			s.postpone(p.svc, min(2*p.delay, maxRetry), now)
 		}
-		s.postpone(p.svc, min(2*p.delay, maxRetry), now)
 	}
 	s.armRetry()
 	s.opts.Notify(s.status())

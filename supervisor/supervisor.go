@@ -1,20 +1,25 @@
-// Package supervisor owns superd's running set of services: it binds
-// their sockets, starts and stops their Services, reloads the
-// configuration when asked (Reload), shuts down when Run's context ends,
-// and keeps systemd informed through sd_notify.
+// Package supervisor owns superd's running set of services: one
+// services.Listener per listen identity. On start and on every reload
+// (Reload) it works out what to bind, update and close (diff, a pure
+// function), applies that plan with rollback (apply), retries the binds
+// that failed, shuts down when Run's context ends, and keeps systemd
+// informed through sd_notify.
 //
 // It does not catch SIGHUP, SIGTERM or SIGINT: main turns those into
 // Reload calls and a cancelled context, so that a stop request never
-// queues behind reloads.
+// queues behind reloads. It does not parse configuration files (package
+// config does), accept connections (package services does) or run
+// processes (package services/proc does; the supervisor only asks the
+// process table to shut down).
 //
 // Every map in a Supervisor belongs to the one goroutine that runs Run;
-// nothing else touches them, so there is no lock. The package does not
-// parse configuration files (package config does) or accept connections
-// (package services does).
+// nothing else touches them, so there is no lock. The Listeners in them
+// are the Supervisor's: it closes each one it made.
 package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,7 +39,8 @@ type Options struct {
 	Load func() (*config.Config, error)
 	// Log receives every event; required.
 	Log *slog.Logger
-	// Runtime is shared with every Service; required.
+	// Runtime is shared with every Listener; required. Run shuts its
+	// process table down before it returns.
 	Runtime *services.Runtime
 	// Notify sends one sd_notify state; nil when not under systemd.
 	Notify func(state string)
@@ -48,24 +54,19 @@ type Options struct {
 
 // Supervisor runs one configuration at a time.
 type Supervisor struct {
-	opts    Options
-	log     *slog.Logger
-	cfg     *config.Config
-	socks   map[config.ListenKey]*services.Socket
-	running map[string]*running
+	opts Options
+	log  *slog.Logger
+	cfg  *config.Config
+	// listeners holds the Listener of every bound identity; Run closes
+	// them all before it returns.
+	listeners map[config.ListenKey]*services.Listener
+	// pending holds, by name, the services whose socket could not be
+	// bound yet.
 	pending map[string]*pending
 	retry   *time.Timer
 	// reloadC holds at most one reload request: requests that arrive
 	// while one is pending or under way coalesce into one more reload.
 	reloadC chan struct{}
-}
-
-// running is a Service and the goroutine that serves it.
-type running struct {
-	svc    *services.Service
-	key    config.ListenKey
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Serve has returned
 }
 
 // pending is a service whose socket could not be bound yet.
@@ -87,13 +88,12 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		opts.Notify = func(string) {}
 	}
 	return &Supervisor{
-		opts:    opts,
-		log:     opts.Log,
-		cfg:     cfg,
-		socks:   make(map[config.ListenKey]*services.Socket),
-		running: make(map[string]*running),
-		pending: make(map[string]*pending),
-		reloadC: make(chan struct{}, 1),
+		opts:      opts,
+		log:       opts.Log,
+		cfg:       cfg,
+		listeners: make(map[config.ListenKey]*services.Listener),
+		pending:   make(map[string]*pending),
+		reloadC:   make(chan struct{}, 1),
 	}
 }
 
@@ -125,9 +125,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.retry.Stop()
 	defer s.retry.Stop()
 
+	// Nothing runs yet, so nothing can need an update: this apply only
+	// binds, and cannot fail.
 	s.apply(s.cfg)
 	s.opts.Notify("READY=1\n" + s.status())
-	s.log.Info("ready", "services", len(s.running), "pending", len(s.pending))
+	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
 
 	var watchdog <-chan time.Time
 	if s.opts.Watchdog > 0 {
@@ -158,7 +160,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 // status is the STATUS= line systemctl status shows.
 func (s *Supervisor) status() string {
-	st := fmt.Sprintf("STATUS=%d services running", len(s.running))
+	st := fmt.Sprintf("STATUS=%d services running", len(s.listeners))
 	if len(s.pending) > 0 {
 		st += fmt.Sprintf(", %d waiting for their socket", len(s.pending))
 	}
@@ -166,7 +168,8 @@ func (s *Supervisor) status() string {
 }
 
 // reload loads the configuration again and applies it. An invalid
-// configuration is logged and changes nothing.
+// configuration, or one that cannot be applied (apply rolls back), is
+// logged and changes nothing.
 func (s *Supervisor) reload() {
 	s.opts.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	s.log.Info("reloading")
@@ -185,9 +188,18 @@ func (s *Supervisor) reload() {
 		s.log.Warn("log_settings_changed", "note", "log settings take effect when superd restarts")
 	}
 	s.warnClosing(next)
-	s.apply(next)
+	if err := s.apply(next); err != nil {
+		var ue *updateError
+		name := ""
+		if errors.As(err, &ue) {
+			name = ue.service
+		}
+		s.log.Error("reload_failed", "service", name, "err", err, "keeping", "the running configuration")
+		s.opts.Notify("READY=1\n" + s.status() + " (last reload failed)")
+		return
+	}
 	s.cfg = next
-	s.log.Info("reloaded", "services", len(s.running), "pending", len(s.pending))
+	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending))
 	s.opts.Notify("READY=1\n" + s.status())
 }
 
@@ -202,8 +214,8 @@ func (s *Supervisor) warnClosing(next *config.Config) {
 		}
 	}
 	var gone []string
-	for name := range s.running {
-		if !keep[name] {
+	for _, l := range s.listeners {
+		if name := l.Name(); !keep[name] {
 			gone = append(gone, name)
 		}
 	}
@@ -231,52 +243,18 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// shutdown stops accepting, stops every Service, and ends the handlers:
-// SIGTERM to each process group, SIGKILL to what is left after the grace.
+// shutdown stops accepting, closes every Listener, and ends the
+// handlers through the process table: SIGTERM to each process group,
+// SIGKILL to what is left after the grace.
 func (s *Supervisor) shutdown() error {
 	s.opts.Notify("STOPPING=1")
-	for key, sock := range s.socks {
-		sock.Close()
-		delete(s.socks, key)
+	for key, l := range s.listeners {
+		l.Close()
+		delete(s.listeners, key)
 	}
-	for name, r := range s.running {
-		s.stop(r)
-		delete(s.running, name)
-	}
-	procs := s.opts.Runtime.Procs
-	// Say what the grace is spent on: running handlers, processes they
-	// left behind in their groups, and stderr pipes still being read.
-	if n, left, pipes := procs.Pending(); n+left+pipes > 0 {
-		s.log.Info("terminating", "count", n, "left_behind", left, "stderr_pipes", pipes, "grace", s.cfg.Global.ShutdownGrace)
-	}
-	procs.Signal(syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Global.ShutdownGrace)
-	err := procs.Wait(ctx)
-	cancel()
-	if n, left, pipes := procs.Pending(); err != nil && n+left > 0 {
-		s.log.Warn("kill_after_grace", "count", n, "left_behind", left, "stderr_pipes", pipes)
-		procs.Signal(syscall.SIGKILL)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = procs.Wait(ctx)
-		cancel()
-	}
-	// What can outlive SIGKILL is a stderr pipe held by a process that
-	// left its handler's process group.
-	if err != nil {
-		procs.ClosePipes()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := procs.Wait(ctx); err != nil {
-			return fmt.Errorf("shutdown: handlers still running after SIGKILL: %w", err)
-		}
+	if err := s.opts.Runtime.Procs.Shutdown(s.cfg.Global.ShutdownGrace, s.log); err != nil {
+		return err
 	}
 	s.log.Info("stopped")
 	return nil
-}
-
-// stop ends a Service's Serve and waits for it. Its handlers keep
-// running.
-func (s *Supervisor) stop(r *running) {
-	r.cancel()
-	<-r.done
 }

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/testkit"
 	"github.com/superd/superd/services"
+	"github.com/superd/superd/services/proc"
 	"github.com/superd/superd/supervisor"
 )
 
@@ -32,144 +34,23 @@ const testTimeout = 10 * time.Second
 func TestMain(m *testing.M) {
 	// As superd's main does: nothing this process inherited may reach a
 	// handler.
-	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		fmt.Fprintln(os.Stderr, "close_range:", err)
+	if err := testkit.CloseOnExecInherited(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
 }
 
-// entry is one captured log record (with the logger's attributes) or
-// one sd_notify state (msg only).
-type entry struct {
-	msg   string
-	attrs map[string]string
-}
-
-func (e entry) String() string {
-	keys := make([]string, 0, len(e.attrs))
-	for k := range e.attrs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	fmt.Fprintf(&b, "%q", e.msg)
-	for _, k := range keys {
-		fmt.Fprintf(&b, " %s=%s", k, e.attrs[k])
-	}
-	return b.String()
-}
-
-// recorder keeps entries and lets tests wait for them.
-type recorder struct {
-	mu      sync.Mutex
-	entries []entry
-	changed chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
-
-func (r *recorder) add(e entry) {
-	r.mu.Lock()
-	r.entries = append(r.entries, e)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-func (r *recorder) all() []entry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.entries)
-}
-
-func (r *recorder) filter(f func(entry) bool) []entry {
-	var out []entry
-	for _, e := range r.all() {
-		if f(e) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (r *recorder) count(f func(entry) bool) int { return len(r.filter(f)) }
-
-// waitN waits until n entries match f and returns them.
-func (r *recorder) waitN(t *testing.T, n int, f func(entry) bool) []entry {
-	t.Helper()
-	deadline := time.NewTimer(testTimeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		ch := r.changed
-		r.mu.Unlock()
-		if got := r.filter(f); len(got) >= n {
-			return got
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			t.Fatalf("got %d matching entries after %v, want %d", r.count(f), testTimeout, n)
-		}
-	}
-}
-
-func (r *recorder) wait(t *testing.T, f func(entry) bool) entry {
-	t.Helper()
-	return r.waitN(t, 1, f)[0]
-}
-
-type recHandler struct {
-	r     *recorder
-	attrs []slog.Attr
-}
-
-func (h *recHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *recHandler) Handle(_ context.Context, rec slog.Record) error {
-	e := entry{msg: rec.Message, attrs: map[string]string{"level": rec.Level.String()}}
-	for _, a := range h.attrs {
-		e.attrs[a.Key] = a.Value.Resolve().String()
-	}
-	rec.Attrs(func(a slog.Attr) bool {
-		e.attrs[a.Key] = a.Value.Resolve().String()
-		return true
-	})
-	h.r.add(e)
-	return nil
-}
-
-func (h *recHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &recHandler{r: h.r, attrs: append(slices.Clone(h.attrs), as...)}
-}
-
-func (h *recHandler) WithGroup(string) slog.Handler { return h }
-
-// match selects entries with message msg and the given key, value pairs.
-func match(msg string, kv ...string) func(entry) bool {
-	return func(e entry) bool {
-		if e.msg != msg {
-			return false
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if e.attrs[kv[i]] != kv[i+1] {
-				return false
-			}
-		}
-		return true
-	}
-}
-
-func prefix(p string) func(entry) bool {
-	return func(e entry) bool { return strings.HasPrefix(e.msg, p) }
-}
+var (
+	match  = testkit.Match
+	prefix = testkit.Prefix
+)
 
 // run is a Supervisor running in a goroutine, its log, its sd_notify
 // states, and the configuration its Load returns next.
 type run struct {
-	log   *recorder
-	notes *recorder
+	log   *testkit.Recorder // the log
+	notes *testkit.Recorder // the sd_notify states, as messages
 	next  atomic.Pointer[config.Config]
 	fail  atomic.Pointer[error]
 	loads atomic.Int32
@@ -177,7 +58,7 @@ type run struct {
 	// is closed: a reload held under way.
 	gate    atomic.Pointer[chan struct{}]
 	entered chan struct{}
-	procs   *services.Procs
+	procs   *proc.Table
 	sup     *supervisor.Supervisor
 	cancel  context.CancelFunc
 	done    chan error
@@ -187,17 +68,7 @@ type run struct {
 // its first READY=1.
 func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 	t.Helper()
-	r := &run{log: newRecorder(), notes: newRecorder(), procs: services.NewProcs(), done: make(chan error, 1), entered: make(chan struct{}, 100)}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, e := range r.log.all() {
-				t.Logf("log: %s", e)
-			}
-			for _, e := range r.notes.all() {
-				t.Logf("notify: %q", e.msg)
-			}
-		}
-	})
+	r := &run{log: testkit.NewRecorder(t), notes: testkit.NewRecorder(t), procs: proc.New(), done: make(chan error, 1), entered: make(chan struct{}, 100)}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -214,9 +85,9 @@ func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 			}
 			return r.next.Load(), nil
 		},
-		Log:      slog.New(&recHandler{r: r.log}),
+		Log:      r.log.Logger(),
 		Runtime:  &services.Runtime{Procs: r.procs, Self: self, Euid: os.Geteuid()},
-		Notify:   func(state string) { r.notes.add(entry{msg: state}) },
+		Notify:   func(state string) { r.notes.Add(testkit.Entry{Msg: state}) },
 		Watchdog: watchdog,
 	})
 	r.sup = s
@@ -235,7 +106,7 @@ func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 			t.Errorf("Run still running %v after cancel", testTimeout)
 		}
 	})
-	r.notes.wait(t, prefix("READY=1"))
+	r.notes.Wait(t, prefix("READY=1"))
 	return r
 }
 
@@ -259,10 +130,10 @@ func (r *run) stop(t *testing.T) {
 func (r *run) reload(t *testing.T, next *config.Config) string {
 	t.Helper()
 	r.next.Store(next)
-	n := r.notes.count(prefix("READY=1"))
+	n := r.notes.Count(prefix("READY=1"))
 	loads := r.loads.Load()
 	r.sup.Reload()
-	st := r.notes.waitN(t, n+1, prefix("READY=1"))[n].msg
+	st := r.notes.WaitN(t, n+1, prefix("READY=1"))[n].Msg
 	if got := r.loads.Load(); got != loads+1 {
 		t.Fatalf("Load called %d times for one Reload, want once", got-loads)
 	}
@@ -273,7 +144,7 @@ func (r *run) reload(t *testing.T, next *config.Config) string {
 // "listening" line; n selects the n-th binding (0 is the first).
 func (r *run) addr(t *testing.T, name string, n int) string {
 	t.Helper()
-	return r.log.waitN(t, n+1, match("listening", "service", name))[n].attrs["addr"]
+	return r.log.WaitN(t, n+1, match("listening", "service", name))[n].Attrs["addr"]
 }
 
 func cfgOf(svcs ...*config.Service) *config.Config {
@@ -351,13 +222,13 @@ func TestRunReadyAndShutdown(t *testing.T) {
 		execSvc("hold", "127.0.0.2:0", "/bin/sh", "-c", "read x; echo never"),
 		off,
 	), 0)
-	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=2 services running, 0 handlers"; got != want {
+	if got, want := r.notes.All()[0].Msg, "READY=1\nSTATUS=2 services running, 0 handlers"; got != want {
 		t.Errorf("first state = %q, want %q", got, want)
 	}
-	if l := r.log.wait(t, match("ready")); l.attrs["services"] != "2" || l.attrs["pending"] != "0" {
+	if l := r.log.Wait(t, match("ready")); l.Attrs["services"] != "2" || l.Attrs["pending"] != "0" {
 		t.Errorf("ready line %v, want services=2 pending=0", l)
 	}
-	if n := r.log.count(match("listening", "service", "off")); n != 0 {
+	if n := r.log.Count(match("listening", "service", "off")); n != 0 {
 		t.Errorf("disabled service bound %d times, want never", n)
 	}
 	echoAddr, holdAddr := r.addr(t, "echo", 0), r.addr(t, "hold", 0)
@@ -365,19 +236,19 @@ func TestRunReadyAndShutdown(t *testing.T) {
 	echoOnce(t, c, bufio.NewReader(c), "hi")
 
 	held := dial(t, holdAddr)
-	r.log.wait(t, match("start", "service", "hold"))
+	r.log.Wait(t, match("start", "service", "hold"))
 
 	r.stop(t)
-	if !slices.ContainsFunc(r.notes.all(), func(e entry) bool { return e.msg == "STOPPING=1" }) {
-		t.Errorf("states %v, want STOPPING=1", r.notes.all())
+	if !slices.ContainsFunc(r.notes.All(), func(e testkit.Entry) bool { return e.Msg == "STOPPING=1" }) {
+		t.Errorf("states %v, want STOPPING=1", r.notes.All())
 	}
-	if ex := r.log.wait(t, match("exit", "service", "hold")); ex.attrs["status"] != "signal:SIGTERM" {
+	if ex := r.log.Wait(t, match("exit", "service", "hold")); ex.Attrs["status"] != "signal:SIGTERM" {
 		t.Errorf("handler exit at shutdown %v, want status=signal:SIGTERM", ex)
 	}
 	if got := readAll(t, held); got != "" {
 		t.Errorf("client of the terminated handler got %q", got)
 	}
-	r.log.wait(t, match("stopped"))
+	r.log.Wait(t, match("stopped"))
 	if n := r.procs.Count(); n != 0 {
 		t.Errorf("%d handlers left after shutdown", n)
 	}
@@ -399,10 +270,10 @@ func TestShutdownKillsAfterGrace(t *testing.T) {
 	began := time.Now()
 	r.stop(t)
 	took := time.Since(began)
-	if l := r.log.wait(t, match("kill_after_grace")); l.attrs["count"] != "1" {
+	if l := r.log.Wait(t, match("kill_after_grace")); l.Attrs["count"] != "1" {
 		t.Errorf("kill line %v, want count=1", l)
 	}
-	if ex := r.log.wait(t, match("exit", "service", "stubborn")); ex.attrs["status"] != "signal:SIGKILL" {
+	if ex := r.log.Wait(t, match("exit", "service", "stubborn")); ex.Attrs["status"] != "signal:SIGKILL" {
 		t.Errorf("exit %v, want signal:SIGKILL", ex)
 	}
 	if took < 200*time.Millisecond {
@@ -438,7 +309,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := dial(t, handlerAddr)
-	r.log.wait(t, match("start", "service", "gonehandler"))
+	r.log.Wait(t, match("start", "service", "gonehandler"))
 
 	keep2 := builtinSvc("keep", "127.0.0.1:0", "echo")
 	keep2.Limits.Instances = 1
@@ -446,10 +317,10 @@ func TestReload(t *testing.T) {
 	if want := "READY=1\nSTATUS=3 services running, 1 handlers"; st != want {
 		t.Errorf("state after reload = %q, want %q", st, want)
 	}
-	r.log.wait(t, match("reloaded"))
+	r.log.Wait(t, match("reloaded"))
 
 	// keep: same socket, never re-bound, connections intact.
-	if n := r.log.count(match("listening", "service", "keep")); n != 1 {
+	if n := r.log.Count(match("listening", "service", "keep")); n != 1 {
 		t.Errorf("keep bound %d times, want once (socket kept)", n)
 	}
 	echoOnce(t, c1, br1, "after")
@@ -461,14 +332,14 @@ func TestReload(t *testing.T) {
 	// gone: port closed; its running handler still runs and is reaped.
 	refused(t, goneAddr)
 	refused(t, handlerAddr)
-	if l := r.log.wait(t, match("closed", "listen", "tcp/127.0.0.2:0")); l.attrs["level"] != "INFO" {
+	if l := r.log.Wait(t, match("closed", "listen", "tcp/127.0.0.2:0")); l.Level != slog.LevelInfo {
 		t.Errorf("closed line %v", l)
 	}
 	fmt.Fprintln(h, "late")
 	if got := readAll(t, h); got != "got late\n" {
 		t.Errorf("handler of a removed service answered %q, want it untouched", got)
 	}
-	if ex := r.log.wait(t, match("exit", "service", "gonehandler")); ex.attrs["status"] != "0" {
+	if ex := r.log.Wait(t, match("exit", "service", "gonehandler")); ex.Attrs["status"] != "0" {
 		t.Errorf("exit of the removed service's handler %v, want status=0", ex)
 	}
 
@@ -494,7 +365,7 @@ func TestReloadModeChange(t *testing.T) {
 	c2 := dial(t, addr) // in the backlog: the only slot is c1's
 
 	r.reload(t, cfgOf(execSvc("m", "127.0.0.1:0", "/bin/echo", "handler")))
-	if n := r.log.count(match("listening", "service", "m")); n != 1 {
+	if n := r.log.Count(match("listening", "service", "m")); n != 1 {
 		t.Errorf("m bound %d times, want once (socket kept across the mode change)", n)
 	}
 	if got := readAll(t, c2); got != "handler\n" {
@@ -519,34 +390,34 @@ func TestBindRetry(t *testing.T) {
 	defer ln.Close()
 	busy := ln.Addr().String()
 	r := start(t, cfgOf(builtinSvc("busy", busy, "echo"), builtinSvc("free", "127.0.0.2:0", "echo")), 0)
-	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=1 services running, 1 waiting for their socket, 0 handlers"; got != want {
+	if got, want := r.notes.All()[0].Msg, "READY=1\nSTATUS=1 services running, 1 waiting for their socket, 0 handlers"; got != want {
 		t.Errorf("first state = %q, want %q", got, want)
 	}
-	if l := r.log.wait(t, match("bind_failed", "service", "busy")); !strings.Contains(l.attrs["err"], "address already in use") || l.attrs["level"] != "ERROR" {
+	if l := r.log.Wait(t, match("bind_failed", "service", "busy")); !strings.Contains(l.Attrs["err"], "address already in use") || l.Level != slog.LevelError {
 		t.Errorf("bind failure line %v", l)
 	}
-	if l := r.log.wait(t, match("bind_retry", "service", "busy")); l.attrs["in"] != "1s" {
+	if l := r.log.Wait(t, match("bind_retry", "service", "busy")); l.Attrs["in"] != "1s" {
 		t.Errorf("retry line %v, want in=1s", l)
 	}
-	if l := r.log.wait(t, match("ready")); l.attrs["pending"] != "1" {
+	if l := r.log.Wait(t, match("ready")); l.Attrs["pending"] != "1" {
 		t.Errorf("ready line %v, want pending=1", l)
 	}
 	fc := dial(t, r.addr(t, "free", 0))
 	echoOnce(t, fc, bufio.NewReader(fc), "free")
 
 	// Still busy at the first retry: the delay doubles.
-	if l := r.log.waitN(t, 2, match("bind_retry", "service", "busy"))[1]; l.attrs["in"] != "2s" {
+	if l := r.log.WaitN(t, 2, match("bind_retry", "service", "busy"))[1]; l.Attrs["in"] != "2s" {
 		t.Errorf("second retry line %v, want in=2s", l)
 	}
-	if n := r.log.count(match("listening", "service", "busy")); n != 0 {
+	if n := r.log.Count(match("listening", "service", "busy")); n != 0 {
 		t.Fatalf("busy bound %d times while its port was taken", n)
 	}
 	ln.Close()
 	if got := r.addr(t, "busy", 0); got != busy {
 		t.Errorf("busy bound to %s, want %s", got, busy)
 	}
-	if st := r.notes.wait(t, prefix("STATUS=2 services")); st.msg != "STATUS=2 services running, 0 handlers" {
-		t.Errorf("state after the retry = %q", st.msg)
+	if st := r.notes.Wait(t, prefix("STATUS=2 services")); st.Msg != "STATUS=2 services running, 0 handlers" {
+		t.Errorf("state after the retry = %q", st.Msg)
 	}
 	c := dial(t, busy)
 	echoOnce(t, c, bufio.NewReader(c), "bound at last")
@@ -564,26 +435,26 @@ func TestReloadNotify(t *testing.T) {
 	after := monotonicUsec(t)
 
 	var states []string
-	for _, e := range r.notes.all() {
-		states = append(states, strings.SplitN(e.msg, "\n", 2)[0])
+	for _, e := range r.notes.All() {
+		states = append(states, strings.SplitN(e.Msg, "\n", 2)[0])
 	}
 	if want := []string{"READY=1", "RELOADING=1", "READY=1"}; !slices.Equal(states, want) {
 		t.Fatalf("states %q, want %q", states, want)
 	}
-	reloading := r.notes.all()[1].msg
+	reloading := r.notes.All()[1].Msg
 	v, ok := strings.CutPrefix(reloading, "RELOADING=1\nMONOTONIC_USEC=")
 	usec, err := strconv.ParseInt(v, 10, 64)
 	if !ok || err != nil || usec < before || usec > after {
 		t.Errorf("reloading state %q, want MONOTONIC_USEC between %d and %d", reloading, before, after)
 	}
-	if l := r.log.wait(t, match("config_warning")); l.attrs["warning"] != `x.toml: service "echo": key "only_from": has no effect` {
+	if l := r.log.Wait(t, match("config_warning")); l.Attrs["warning"] != `x.toml: service "echo": key "only_from": has no effect` {
 		t.Errorf("warning line %v", l)
 	}
 	// reloading is logged before reloaded.
 	var order []string
-	for _, e := range r.log.all() {
-		if e.msg == "reloading" || e.msg == "reloaded" {
-			order = append(order, e.msg)
+	for _, e := range r.log.All() {
+		if e.Msg == "reloading" || e.Msg == "reloaded" {
+			order = append(order, e.Msg)
 		}
 	}
 	if !slices.Equal(order, []string{"reloading", "reloaded"}) {
@@ -618,12 +489,12 @@ func TestReloadFails(t *testing.T) {
 	if want := "READY=1\nSTATUS=1 services running, 0 handlers (last reload failed)"; st != want {
 		t.Errorf("state after a failed reload = %q, want %q", st, want)
 	}
-	lines := r.log.waitN(t, 2, match("reload_failed"))
-	if lines[0].attrs["err"] != `s.toml:3: key "port": port 70000 out of range 1..65535` ||
-		lines[1].attrs["err"] != `s.toml:9: service "x": key "user": unknown user "0day"` {
+	lines := r.log.WaitN(t, 2, match("reload_failed"))
+	if lines[0].Attrs["err"] != `s.toml:3: key "port": port 70000 out of range 1..65535` ||
+		lines[1].Attrs["err"] != `s.toml:9: service "x": key "user": unknown user "0day"` {
 		t.Errorf("failure lines %v, want one per error", lines)
 	}
-	if n := r.log.count(match("reloaded")); n != 0 {
+	if n := r.log.Count(match("reloaded")); n != 0 {
 		t.Errorf("%d reloaded lines after a failed reload", n)
 	}
 	echoOnce(t, c, br, "after")
@@ -634,7 +505,7 @@ func TestReloadFails(t *testing.T) {
 	plain := error(errors.New("open /etc/superd/services.toml: permission denied"))
 	r.fail.Store(&plain)
 	r.reload(t, nil)
-	if l := r.log.waitN(t, 3, match("reload_failed"))[2]; l.attrs["err"] != plain.Error() {
+	if l := r.log.WaitN(t, 3, match("reload_failed"))[2]; l.Attrs["err"] != plain.Error() {
 		t.Errorf("failure line %v, want err=%q", l, plain)
 	}
 
@@ -650,7 +521,7 @@ func TestReloadFails(t *testing.T) {
 func TestWatchdog(t *testing.T) {
 	r := start(t, cfgOf(), 100*time.Millisecond)
 	began := time.Now()
-	r.notes.waitN(t, 3, match("WATCHDOG=1"))
+	r.notes.WaitN(t, 3, match("WATCHDOG=1"))
 	if took := time.Since(began); took < 100*time.Millisecond {
 		t.Errorf("3 watchdog pings within %v, want them 50ms apart", took)
 	}
@@ -660,12 +531,12 @@ func TestWatchdog(t *testing.T) {
 // and shuts down.
 func TestRunNoServices(t *testing.T) {
 	r := start(t, cfgOf(), 0)
-	if got, want := r.notes.all()[0].msg, "READY=1\nSTATUS=0 services running, 0 handlers"; got != want {
+	if got, want := r.notes.All()[0].Msg, "READY=1\nSTATUS=0 services running, 0 handlers"; got != want {
 		t.Errorf("state = %q, want %q", got, want)
 	}
 	r.stop(t)
-	if got := r.notes.all(); got[len(got)-1].msg != "STOPPING=1" {
-		t.Errorf("last state %q, want STOPPING=1", got[len(got)-1].msg)
+	if got := r.notes.All(); got[len(got)-1].Msg != "STOPPING=1" {
+		t.Errorf("last state %q, want STOPPING=1", got[len(got)-1].Msg)
 	}
 }
 
@@ -675,7 +546,7 @@ func TestReloadSwap(t *testing.T) {
 	r := start(t, cfgOf(builtinSvc("a", "127.0.0.1:0", "echo"), builtinSvc("b", "127.0.0.2:0", "daytime")), 0)
 	aAddr, bAddr := r.addr(t, "a", 0), r.addr(t, "b", 0)
 	r.reload(t, cfgOf(builtinSvc("a", "127.0.0.2:0", "echo"), builtinSvc("b", "127.0.0.1:0", "daytime")))
-	if n := r.log.count(match("listening")); n != 2 {
+	if n := r.log.Count(match("listening")); n != 2 {
 		t.Errorf("%d sockets bound in all, want 2 (both kept)", n)
 	}
 	if got := readAll(t, dial(t, aAddr)); !strings.HasSuffix(got, "\r\n") {
@@ -721,12 +592,12 @@ func TestReloadWaitToNowait(t *testing.T) {
 	r := start(t, cfgOf(w), 0)
 	addr := r.addr(t, "w", 0)
 	c1 := dial(t, addr)
-	r.log.wait(t, match("start", "service", "w"))
+	r.log.Wait(t, match("start", "service", "w"))
 	r.reload(t, cfgOf(execSvc("w", "127.0.0.1:0", "/bin/echo", "nowait")))
 	if got := readAll(t, c1); got != "nowait\n" {
 		t.Errorf("client got %q, want the nowait handler's answer", got)
 	}
-	r.log.waitN(t, 2, match("start", "service", "w"))
+	r.log.WaitN(t, 2, match("start", "service", "w"))
 
 	r.cancel()
 	select {
@@ -750,17 +621,17 @@ func TestReloadWaitToNowait(t *testing.T) {
 
 // TestRunWithoutNotify checks that Notify may be nil (not under systemd).
 func TestRunWithoutNotify(t *testing.T) {
-	rec := newRecorder()
+	rec := testkit.NewRecorder(t)
 	s := supervisor.New(cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), supervisor.Options{
 		Load:    func() (*config.Config, error) { return nil, errors.New("unused") },
-		Log:     slog.New(&recHandler{r: rec}),
-		Runtime: &services.Runtime{Procs: services.NewProcs()},
+		Log:     rec.Logger(),
+		Runtime: &services.Runtime{Procs: proc.New()},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	addr := rec.wait(t, match("listening", "service", "echo")).attrs["addr"]
-	rec.wait(t, match("ready"))
+	addr := rec.Wait(t, match("listening", "service", "echo")).Attrs["addr"]
+	rec.Wait(t, match("ready"))
 	c := dial(t, addr)
 	echoOnce(t, c, bufio.NewReader(c), "no systemd")
 	cancel()
@@ -807,9 +678,9 @@ func TestReloadCoalesces(t *testing.T) {
 	for range 50 {
 		r.sup.Reload()
 	}
-	n := r.notes.count(prefix("READY=1"))
+	n := r.notes.Count(prefix("READY=1"))
 	release()
-	r.notes.waitN(t, n+2, prefix("READY=1"))
+	r.notes.WaitN(t, n+2, prefix("READY=1"))
 	// Whatever is still to come would be a third reload: a reload
 	// request of our own after it shows whether one was queued.
 	r.reload(t, cfg)
@@ -852,16 +723,71 @@ func TestReloadWarnsClosing(t *testing.T) {
 	b.Listen = key("127.0.0.2:0")
 	r := start(t, cfgOf(a, b), 0)
 	r.reload(t, cfgOf(a))
-	w := r.log.wait(t, match("config_warning"))
-	if w.attrs["closing"] != "b" || !strings.Contains(w.attrs["warning"], "closes 1 service(s): b") {
+	w := r.log.Wait(t, match("config_warning"))
+	if w.Attrs["closing"] != "b" || !strings.Contains(w.Attrs["warning"], "closes 1 service(s): b") {
 		t.Errorf("warning %v, want one naming service b", w)
 	}
 	r.reload(t, cfgOf())
-	ws := r.log.waitN(t, 2, match("config_warning"))
-	if w := ws[1]; w.attrs["closing"] != "a" || !strings.Contains(w.attrs["warning"], "no enabled services") {
+	ws := r.log.WaitN(t, 2, match("config_warning"))
+	if w := ws[1]; w.Attrs["closing"] != "a" || !strings.Contains(w.Attrs["warning"], "no enabled services") {
 		t.Errorf("warning %v, want one naming service a and saying nothing is left", w)
 	}
-	if n := r.log.count(match("config_warning")); n != 2 {
+	if n := r.log.Count(match("config_warning")); n != 2 {
 		t.Errorf("%d config_warning lines, want 2", n)
 	}
+}
+
+// TestReloadRollback makes one Listener refuse its new settings in the
+// middle of a reload (a unix socket's new socket_mode cannot be applied:
+// its file was replaced by a symlink). The reload is undone: the service
+// updated before it gets its old settings back, the service bound for it
+// is closed again, reload_failed names the service, and the running
+// configuration stays the one to diff against.
+func TestReloadRollback(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "u.sock")
+	u := &config.Service{Name: "u", Listen: config.ListenKey{Network: "unix", Address: path}, Builtin: "echo",
+		SocketMode: 0o600, Limits: config.Limits{Instances: 16}}
+	a := builtinSvc("a", "127.0.0.1:0", "echo")
+	r := start(t, cfgOf(a, u), 0)
+	aAddr := r.addr(t, "a", 0)
+	r.addr(t, "u", 0)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "elsewhere"), path); err != nil {
+		t.Fatal(err)
+	}
+
+	u2 := *u
+	u2.SocketMode = 0o660
+	st := r.reload(t, cfgOf(builtinSvc("a", "127.0.0.1:0", "daytime"), builtinSvc("n", "127.0.0.2:0", "echo"), &u2))
+	if want := "READY=1\nSTATUS=2 services running, 0 handlers (last reload failed)"; st != want {
+		t.Errorf("state after the rolled back reload = %q, want %q", st, want)
+	}
+	if l := r.log.Wait(t, match("reload_failed", "service", "u")); !strings.Contains(l.Attrs["err"], "socket mode") ||
+		l.Attrs["keeping"] != "the running configuration" || l.Level != slog.LevelError {
+		t.Errorf("failure line %v, want ERROR naming service u and the socket mode", l)
+	}
+	if n := r.log.Count(match("reloaded")); n != 0 {
+		t.Errorf("%d reloaded lines after a rolled back reload", n)
+	}
+	// a was updated to daytime and back: it echoes.
+	c := dial(t, aAddr)
+	echoOnce(t, c, bufio.NewReader(c), "still echo")
+	// n was bound for the reload and closed again.
+	nAddr := r.addr(t, "n", 0)
+	r.log.Wait(t, match("closed", "listen", "tcp/127.0.0.2:0"))
+	refused(t, nAddr)
+
+	// The running configuration is still the old one: reloading it
+	// changes nothing.
+	st = r.reload(t, cfgOf(a, u))
+	if want := "READY=1\nSTATUS=2 services running, 0 handlers"; st != want {
+		t.Errorf("state after reloading the running configuration = %q, want %q", st, want)
+	}
+	if n := r.log.Count(match("listening", "service", "a")); n != 1 {
+		t.Errorf("a bound %d times, want once", n)
+	}
+	echoOnce(t, c, bufio.NewReader(c), "echo after all")
 }

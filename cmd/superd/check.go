@@ -14,6 +14,7 @@ import (
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = usageFunc(fs, checkAbout, checkExample)
 	path := fs.String("config", defaultConfig, "configuration `file`")
 	if status, done := parseFlags(fs, args); done {
 		return status
@@ -45,7 +46,15 @@ func printConfig(w io.Writer, cfg *config.Config) {
 		// an empty or half-saved file reaches a running superd.
 		fmt.Fprintf(w, "warning: %s: no enabled services: superd would listen on nothing\n", cfg.Global.Files[0])
 	}
-	fmt.Fprintf(w, "%s: %d services, configuration OK\n", cfg.Global.Files[0], len(cfg.Services))
+	fmt.Fprintf(w, "%s: %s, configuration OK\n", cfg.Global.Files[0], plural(len(cfg.Services), "service"))
+}
+
+// plural is "1 service", "2 services".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // enabled counts the services that are not disabled.

@@ -63,7 +63,7 @@ func TestCLI(t *testing.T) {
 		{[]string{"check", "--help"}, 0, "", "-config file"},
 		{[]string{}, 2, "", "Usage:"},
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
-		{[]string{"run", "--log", "journal", "--config", "/nonexistent"}, 2, "", "--log must be stderr or syslog"},
+		{[]string{"run", "--log", "jounral", "--config", "/nonexistent"}, 2, "", `--log must be syslog, stderr or journal, not "jounral"`},
 		{[]string{"check", "--config", "/nonexistent/services.toml"}, 1, "", "/nonexistent/services.toml"},
 		{[]string{"run", "--config", "/nonexistent/services.toml"}, 1, "", "/nonexistent/services.toml"},
 	}

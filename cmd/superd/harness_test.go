@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // The integration tests build the real superd binary once, start it on
@@ -31,9 +33,7 @@ var bin struct {
 }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && filepath.Base(os.Args[0]) == "helper" {
-		os.Exit(runHelper(os.Args[1], os.Args[2:]))
-	}
+	newHelpers().Dispatch() // never returns when superd runs us as a handler
 	os.Exit(testMain(m))
 }
 
@@ -104,7 +104,7 @@ func startDaemon(t *testing.T, config string) *superdProc {
 	t.Helper()
 	d := newDaemon(t, config)
 	d.start()
-	d.waitNotify("READY=1", 20*time.Second)
+	d.waitNotify("READY=1")
 	return d
 }
 
@@ -239,24 +239,47 @@ func (d *superdProc) Logs() string {
 }
 
 // waitLog waits until a log line matches re and returns the submatches.
-func (d *superdProc) waitLog(re string, within time.Duration) []string {
+// It fails the test after testkit.Timeout, or at once if superd exits.
+func (d *superdProc) waitLog(re string) []string {
 	d.t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.After(within)
+	var m []string
+	d.waitLogs(fmt.Sprintf("a log line matching %q", re), func(logs string) bool {
+		m = rx.FindStringSubmatch(logs)
+		return m != nil
+	})
+	return m
+}
+
+// waitLogN waits until n log lines match re.
+func (d *superdProc) waitLogN(re string, n int) {
+	d.t.Helper()
+	rx := regexp.MustCompile("(?m)" + re)
+	d.waitLogs(fmt.Sprintf("%d log lines matching %q", n, re), func(logs string) bool {
+		return len(rx.FindAllStringIndex(logs, -1)) >= n
+	})
+}
+
+// waitLogs waits, woken by every new log line, until cond holds for the
+// whole log.
+func (d *superdProc) waitLogs(what string, cond func(logs string) bool) {
+	d.t.Helper()
+	deadline := time.NewTimer(testkit.Timeout)
+	defer deadline.Stop()
 	for {
 		d.mu.Lock()
-		m := rx.FindStringSubmatch(d.logs.String())
+		ok := cond(d.logs.String())
 		c := d.logC
 		d.mu.Unlock()
-		if m != nil {
-			return m
+		if ok {
+			return
 		}
 		select {
 		case <-c:
 		case <-d.exited:
-			d.t.Fatalf("superd exited while waiting for log %q", re)
-		case <-deadline:
-			d.t.Fatalf("no log line matching %q within %v", re, within)
+			d.t.Fatalf("superd exited while waiting for %s", what)
+		case <-deadline.C:
+			d.t.Fatalf("no %s within %v", what, testkit.Timeout)
 		}
 	}
 }
@@ -267,10 +290,12 @@ func (d *superdProc) countLog(re string) int {
 }
 
 // waitNotify consumes sd_notify messages, in the order superd sent
-// them, until one contains state, and returns it.
-func (d *superdProc) waitNotify(state string, within time.Duration) string {
+// them, until one contains state, and returns it. It fails the test
+// after testkit.Timeout.
+func (d *superdProc) waitNotify(state string) string {
 	d.t.Helper()
-	deadline := time.After(within)
+	deadline := time.NewTimer(testkit.Timeout)
+	defer deadline.Stop()
 	for {
 		d.notesMu.Lock()
 		for d.notesRead < len(d.notes) {
@@ -285,8 +310,8 @@ func (d *superdProc) waitNotify(state string, within time.Duration) string {
 		d.notesMu.Unlock()
 		select {
 		case <-c:
-		case <-deadline:
-			d.t.Fatalf("waiting for sd_notify %q: none within %v\nlog:\n%s", state, within, d.Logs())
+		case <-deadline.C:
+			d.t.Fatalf("waiting for sd_notify %q: none within %v\nlog:\n%s", state, testkit.Timeout, d.Logs())
 		}
 	}
 }
@@ -331,64 +356,26 @@ func childrenOf(ppid int) []int {
 	return kids
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if strings.HasPrefix(network, "udp") {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// dial connects to a loopback port, failing the test on error.
+// dial connects to a loopback port (see testkit.Dial).
 func dial(t *testing.T, port int) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial %d: %v", port, err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c
+	return testkit.Dial(t, addrOf(port))
 }
 
-// roundTrip sends req (closing the write side) and reads all the reply.
+// roundTrip sends req to a loopback port, closing the write side, and
+// reads all the reply (see testkit.RoundTrip).
 func roundTrip(t *testing.T, port int, req string) string {
 	t.Helper()
-	c := dial(t, port)
-	defer c.Close()
-	if req != "" {
-		if _, err := io.WriteString(c, req); err != nil {
-			t.Fatalf("write: %v", err)
-		}
-	}
-	c.(*net.TCPConn).CloseWrite()
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read from port %d: %v", port, err)
-	}
-	return string(b)
+	return testkit.RoundTrip(t, addrOf(port), req)
 }
 
-// waitFor polls cond until it holds, for state that no log line or
-// notification announces (a process count, say).
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+// skipIfShort skips a test that go test -short leaves out: the floods,
+// the figure scenarios of docs/reliability.md and the real programs,
+// which make most of this package's run time.
+func skipIfShort(t *testing.T, what string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if testing.Short() {
+		t.Skipf("-short: skipping %s (plain go test runs it)", what)
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // TestTrampolineIsRunningBinary runs superd from a copy of its binary
@@ -26,7 +27,7 @@ func TestTrampolineIsRunningBinary(t *testing.T) {
 	if err := copyFile(bin.superd, path, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := newDaemon(t, fmt.Sprintf(`
 [services.confined]
 port = %d
@@ -39,7 +40,7 @@ args = ["describe"]
 	// Run the copy: sh drops the harness's binary from the command line.
 	d.wrap = []string{"/bin/sh", "-c", `shift; exec "$0" "$@"`, path}
 	d.start()
-	d.waitNotify("READY=1", 20*time.Second)
+	d.waitNotify("READY=1")
 
 	check := func(when string) {
 		t.Helper()
@@ -59,7 +60,7 @@ args = ["describe"]
 		t.Fatal(err)
 	}
 	check("another program at the binary's path")
-	waitFor(t, "3 clean exits", 20*time.Second, func() bool {
+	testkit.WaitFor(t, "3 clean exits", func() bool {
 		return d.countLog(`service=confined event=exit .*status=0`) == 3
 	})
 	if _, err := os.Stat(marker); err == nil {
@@ -73,7 +74,7 @@ args = ["describe"]
 // deferred), not be dropped: once the held handlers end, every waiting
 // client is served.
 func TestDescriptorsExhaustedDefers(t *testing.T) {
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := newDaemon(t, fmt.Sprintf(`
 [services.hold]
 port = %d
@@ -88,7 +89,7 @@ args = ["-c", "read x; echo got $x"]
 	const limit = 40
 	d.wrap = []string{"/bin/sh", "-c", `ulimit -n ` + strconv.Itoa(limit) + ` && exec "$@"`, "sh"}
 	d.start()
-	d.waitNotify("READY=1", 20*time.Second)
+	d.waitNotify("READY=1")
 
 	// Before the fix, a shortage showed as accept_failed and
 	// start_failed (a client dropped): stop there too, and fail below.
@@ -103,7 +104,7 @@ args = ["-c", "read x; echo got $x"]
 		}
 		clients = append(clients, dial(t, port))
 		n := len(clients)
-		waitFor(t, fmt.Sprintf("start %d or descriptors_exhausted", n), 20*time.Second, func() bool {
+		testkit.WaitFor(t, fmt.Sprintf("start %d or descriptors_exhausted", n), func() bool {
 			return starts() == n || exhausted()
 		})
 	}
@@ -128,7 +129,7 @@ args = ["-c", "read x; echo got $x"]
 			t.Errorf("client %d of %d (%d held, %d waiting) got %q, %v; want %q", i, len(clients), held, waiting, b, err, want)
 		}
 	}
-	waitFor(t, "every handler's exit", 20*time.Second, func() bool {
+	testkit.WaitFor(t, "every handler's exit", func() bool {
 		return d.countLog(`service=hold event=exit .*status=0`) == len(clients)
 	})
 	if n := d.countLog(`event=start_failed`); n != 0 {
@@ -144,7 +145,7 @@ args = ["-c", "read x; echo got $x"]
 // pipes were drained and closed (stderr_cut), not held for as long as
 // the daemons live.
 func TestDaemonizedHandlersReleaseStderr(t *testing.T) {
-	ports := []int{freePort(t, "tcp"), freePort(t, "tcp")}
+	ports := []int{testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp")}
 	d := startDaemon(t, fmt.Sprintf(`
 [services.warm]
 port = %d
@@ -172,7 +173,7 @@ args = ["-c", "(setsid sh -c 'echo $$ > %%DIR%%/daemon.$$; exec sleep 30' </dev/
 	if got := roundTrip(t, ports[0], ""); got != "hi\n" {
 		t.Fatalf("warm-up handler said %q", got)
 	}
-	d.waitLog(`service=warm event=exit .*status=0`, 5*time.Second)
+	d.waitLog(`service=warm event=exit .*status=0`)
 	base := d.fdCount()
 
 	const n = 20
@@ -181,7 +182,7 @@ args = ["-c", "(setsid sh -c 'echo $$ > %%DIR%%/daemon.$$; exec sleep 30' </dev/
 			t.Fatalf("handler %d said %q, want hi", i, got)
 		}
 	}
-	waitFor(t, "every exit logged", 20*time.Second, func() bool {
+	testkit.WaitFor(t, "every exit logged", func() bool {
 		return d.countLog(`service=daemonize event=exit .*status=0`) == n
 	})
 	files, _ := filepath.Glob(filepath.Join(d.dir, "daemon.*"))
@@ -190,11 +191,9 @@ args = ["-c", "(setsid sh -c 'echo $$ > %%DIR%%/daemon.$$; exec sleep 30' </dev/
 	}
 	// Polled: nothing announces the closes after the exit lines (the
 	// pidfds go with the reaps).
-	for deadline := time.Now().Add(20 * time.Second); d.fdCount() > base; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("superd has %d descriptors 20s after %d daemonizing handlers exited, want its %d from before", d.fdCount(), n, base)
-		}
-	}
+	testkit.WaitFor(t, fmt.Sprintf("superd's descriptors back at its %d from before %d daemonizing handlers", base, n), func() bool {
+		return d.fdCount() <= base
+	})
 	if got := d.countLog(`service=daemonize event=stderr_cut pid=\d+ bytes=0`); got != n {
 		t.Errorf("%d stderr_cut lines, want %d", got, n)
 	}

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -15,17 +16,26 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/superd/superd/config"
 	"github.com/superd/superd/internal/logging"
 	"github.com/superd/superd/services"
+	"github.com/superd/superd/services/confine"
+	"github.com/superd/superd/services/proc"
 	"github.com/superd/superd/supervisor"
 )
 
-// version is superd's release.
-const version = "0.1.0"
+// version and commit are superd's release and source revision, set by
+// make with -ldflags "-X main.version=… -X main.commit=…" and never
+// changed at run time; empty in a plain go build, where versionLine falls
+// back to the go command's build information.
+var (
+	version string
+	commit  string
+)
 
 // defaultConfig is where superd looks for its configuration.
 const defaultConfig = "/etc/superd/services.toml"
@@ -34,7 +44,7 @@ const usageText = `superd is a superserver: it listens on the sockets listed in 
 configuration and starts a handler process for each connection.
 
 Usage:
-  superd run [--config PATH] [--log stderr|syslog]
+  superd run [--config PATH] [--log stderr|syslog|journal]
         run in the foreground (it never forks into the background)
   superd check [--config PATH]
         validate the configuration without binding anything
@@ -56,15 +66,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case services.ConfineCommand:
-		services.Confine(args[1:]) // returns only on failure, reported
+	case confine.Command:
+		confine.Run(args[1:]) // returns only on failure, reported
 		return 127
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "superd", version)
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
@@ -93,8 +103,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (status int, done bool) {
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = usageFunc(fs, runAbout, runExample)
 	path := fs.String("config", defaultConfig, "configuration `file`")
-	logTo := fs.String("log", "", "where to log: stderr or syslog (default: the configuration's log setting)")
+	logTo := fs.String("log", "", "where to log: stderr, syslog or journal (default: the configuration's log setting)")
 	if status, done := parseFlags(fs, args); done {
 		return status
 	}
@@ -105,7 +116,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	if *logTo != "" && !slices.Contains(logging.Targets(), *logTo) {
-		fmt.Fprintf(stderr, "superd run: --log must be stderr or syslog, not %q\n", *logTo)
+		fmt.Fprintf(stderr, "superd run: --log must be %s, not %q\n", joinOr(logging.Targets()), *logTo)
 		return 2
 	}
 	cfg, err := config.Load(*path)
@@ -134,7 +145,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	// The confinement trampoline is this very binary, even after an
 	// upgrade replaced or deleted the file at self.
-	exe, err := services.OpenExecutable()
+	exe, err := confine.OpenExecutable()
 	if err != nil {
 		fmt.Fprintln(stderr, "superd:", err)
 		return 1
@@ -144,7 +155,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	sup := supervisor.New(cfg, supervisor.Options{
 		Load:     func() (*config.Config, error) { return config.Load(*path) },
 		Log:      log,
-		Runtime:  &services.Runtime{Procs: services.NewProcs(), Self: self, Exe: exe, Euid: os.Geteuid()},
+		Runtime:  &services.Runtime{Procs: proc.New(), Self: self, Exe: exe, Euid: os.Geteuid()},
 		Notify:   sdNotifier(os.Getenv("NOTIFY_SOCKET"), log),
 		Watchdog: watchdog,
 		// As PID 1 (of a container) superd inherits every orphan.
@@ -167,14 +178,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// joinOr formats a list of choices: "a, b or c".
+func joinOr(list []string) string {
+	if len(list) < 2 {
+		return strings.Join(list, "")
+	}
+	return strings.Join(list[:len(list)-1], ", ") + " or " + list[len(list)-1]
+}
+
 // printErrors prints every error of a failed Load, one a line.
 func printErrors(w io.Writer, err error) {
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	n := len(errs)
 	for _, e := range errs {
-		fmt.Fprintln(w, e)
+		fmt.Fprintln(bw, e)
+		if m := (*config.MoreErrors)(nil); errors.As(e, &m) {
+			n += m.N - 1
+		}
 	}
-	fmt.Fprintf(w, "superd: %d error(s) in the configuration\n", len(errs))
+	fmt.Fprintf(bw, "superd: %d error(s) in the configuration\n", n)
 }

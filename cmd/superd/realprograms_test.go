@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // The TestReal* tests run real inetd programs from Debian packages under
@@ -29,9 +31,11 @@ import (
 
 // realProgram skips the test, or fails it under SUPERD_REQUIRE_PROGRAMS=1,
 // unless path is an installed executable and superd runs as root (every
-// test here switches users or needs root for the program itself).
+// test here switches users or needs root for the program itself). Under
+// go test -short it skips whatever SUPERD_REQUIRE_PROGRAMS says.
 func realProgram(t *testing.T, path, pkg string) {
 	t.Helper()
+	skipIfShort(t, "a real inetd program ("+path+")")
 	var why string
 	if _, err := exec.LookPath(path); err != nil {
 		why = fmt.Sprintf("%s not installed (apt-get install %s; .ci/run installs it)", path, pkg)
@@ -121,7 +125,7 @@ func TestRealGitDaemon(t *testing.T) {
 	runProgram(t, gitEnv, "git", "--git-dir="+repo, "symbolic-ref", "HEAD", "refs/heads/main")
 	want := strings.TrimSpace(runProgram(t, gitEnv, "git", "-C", wt, "rev-parse", "HEAD"))
 
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.git]
 port = %d
@@ -138,8 +142,8 @@ args = ["-c", "safe.directory=*", "daemon", "--inetd", "--verbose", "--log-desti
 		t.Errorf("cloned HEAD = %s, want %s", got, want)
 	}
 	// git daemon --inetd names the client from REMOTE_ADDR/REMOTE_PORT.
-	m := d.waitLog(`service=git event=stderr pid=(\d+) line="\[\d+\] Connection from 127\.0\.0\.1:(\d+)"`, 5*time.Second)
-	d.waitLog(fmt.Sprintf(`service=git event=exit pid=%s remote=127\.0\.0\.1:%s status=0 `, m[1], m[2]), 10*time.Second)
+	m := d.waitLog(`service=git event=stderr pid=(\d+) line="\[\d+\] Connection from 127\.0\.0\.1:(\d+)"`)
+	d.waitLog(fmt.Sprintf(`service=git event=exit pid=%s remote=127\.0\.0\.1:%s status=0 `, m[1], m[2]))
 }
 
 // TestRealTFTPWait serves files with tftpd-hpa's in.tftpd in wait mode:
@@ -153,7 +157,7 @@ func TestRealTFTPWait(t *testing.T) {
 	dir := sharedDir(t)
 	// 5000 bytes: nine full 512-byte blocks and a short tenth one.
 	want := writeRandom(t, filepath.Join(dir, "boot.bin"), 5000)
-	port := freePort(t, "udp")
+	port := testkit.FreePort(t, "udp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.tftp]
 port = %d
@@ -176,7 +180,7 @@ args = ["--timeout", "1", "--secure", %q]
 		if !bytes.Equal(got, want) {
 			t.Fatalf("fetch %d: got %d bytes, not the file's %d", i, len(got), len(want))
 		}
-		waitFor(t, fmt.Sprintf("in.tftpd exit %d logged", i), 10*time.Second, func() bool {
+		testkit.WaitFor(t, fmt.Sprintf("in.tftpd exit %d logged", i), func() bool {
 			return d.countLog(exitRE) == i
 		})
 	}
@@ -206,7 +210,7 @@ args = ["--timeout", "1", "--secure", %q]
 			t.Fatalf("concurrent fetch: got %d bytes, not the file's %d", len(r.b), len(want))
 		}
 	}
-	waitFor(t, "the last in.tftpd's exit logged", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the last in.tftpd's exit logged", func() bool {
 		return d.countLog(`service=tftp event=start `) == d.countLog(exitRE)
 	})
 }
@@ -290,7 +294,7 @@ func TestRealBusyboxHttpd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(page), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.httpd]
 port = %d
@@ -334,8 +338,8 @@ args = ["httpd", "-i", "-vv", "-h", %q]
 		t.Errorf("GET /index.html = %d %q, want 200 %q", code, body, page)
 	}
 	local := <-locals
-	d.waitLog(`service=httpd event=stderr pid=\d+ line="`+regexp.QuoteMeta(local)+`: url:/index\.html"`, 5*time.Second)
-	d.waitLog(`service=httpd event=exit pid=\d+ remote=`+regexp.QuoteMeta(local)+` status=0 `, 5*time.Second)
+	d.waitLog(`service=httpd event=stderr pid=\d+ line="` + regexp.QuoteMeta(local) + `: url:/index\.html"`)
+	d.waitLog(`service=httpd event=exit pid=\d+ remote=` + regexp.QuoteMeta(local) + ` status=0 `)
 	if code, _ := get("/missing.html"); code != http.StatusNotFound {
 		t.Errorf("GET /missing.html = %d, want 404", code)
 	}
@@ -371,7 +375,7 @@ read only = yes
 `, logFile, data)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.rsync]
 port = %d
@@ -396,7 +400,7 @@ args = ["--daemon", "--config=%s"]
 	if b, err := os.ReadFile(filepath.Join(dest, "big.bin")); err != nil || !bytes.Equal(b, want) {
 		t.Errorf("copied big.bin: %d bytes, %v; want the %d bytes served", len(b), err, len(want))
 	}
-	waitFor(t, "three rsync exits logged", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "three rsync exits logged", func() bool {
 		return d.countLog(`service=rsync event=exit `) == 3
 	})
 	if n := d.countLog(`service=rsync event=exit .* status=0 `); n < 2 {
@@ -447,7 +451,7 @@ LogLevel VERBOSE
 `, hostKey, authorized)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.ssh]
 port = %d
@@ -474,6 +478,6 @@ args = ["-i", "-e", "-f", %q]
 	if !strings.HasSuffix(strings.TrimSpace(out), "superd-ssh-ok") {
 		t.Errorf("ssh echo printed %q, want superd-ssh-ok", out)
 	}
-	m := d.waitLog(`service=ssh event=stderr pid=(\d+) line="Accepted publickey for root from 127\.0\.0\.1 port (\d+) `, 5*time.Second)
-	d.waitLog(fmt.Sprintf(`service=ssh event=exit pid=%s remote=127\.0\.0\.1:%s `, m[1], m[2]), 10*time.Second)
+	m := d.waitLog(`service=ssh event=stderr pid=(\d+) line="Accepted publickey for root from 127\.0\.0\.1 port (\d+) `)
+	d.waitLog(fmt.Sprintf(`service=ssh event=exit pid=%s remote=127\.0\.0\.1:%s `, m[1], m[2]))
 }

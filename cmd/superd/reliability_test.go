@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // The reliability tests prove the protections of issue 3 under floods,
@@ -25,7 +27,7 @@ import (
 // Each is sized for CI and bounded in time. SUPERD_SCALE=N multiplies
 // the sizes for runs by hand (SUPERD_SCALE=10 gives the sizes the issue
 // names). Each test logs what it measured as "figure: name=value" lines,
-// which go test -v shows.
+// which go test -v shows. go test -short skips them all.
 
 // goHelperEnv goes into every service whose handler is the Go helper: a
 // race-built binary (go test -race) otherwise sleeps one second at exit
@@ -156,7 +158,7 @@ func zombieChildren(ppid int) []int {
 func baseline(t *testing.T, d *superdProc, warmUp func()) (fds, rssKiB int) {
 	t.Helper()
 	// superd logs "ready" after closing its sd_notify socket.
-	d.waitLog(`event=ready `, 5*time.Second)
+	d.waitLog(`event=ready `)
 	fds = d.fdCount()
 	warmUp()
 	settle(t, d, fds, 10*time.Second)
@@ -168,17 +170,13 @@ func baseline(t *testing.T, d *superdProc, warmUp func()) (fds, rssKiB int) {
 // count to be back at baseFDs, then checks that no child is a zombie.
 func settle(t *testing.T, d *superdProc, baseFDs int, within time.Duration) {
 	t.Helper()
-	waitFor(t, "every handler to be reaped", within, func() bool { return len(d.children()) == 0 })
+	testkit.WaitForWithin(t, within, "every handler to be reaped", func() bool { return len(d.children()) == 0 })
 	if z := zombieChildren(d.pid()); len(z) > 0 {
 		t.Errorf("zombie children of superd: %v", z)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for d.fdCount() != baseFDs {
-		if time.Now().After(deadline) {
-			t.Fatalf("superd has %d descriptors, %d at baseline", d.fdCount(), baseFDs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, fmt.Sprintf("superd's descriptor count back at its baseline of %d", baseFDs), func() bool {
+		return d.fdCount() == baseFDs
+	})
 }
 
 // waitExitsLogged waits until every logged start of service has its exit
@@ -186,7 +184,7 @@ func settle(t *testing.T, d *superdProc, baseFDs int, within time.Duration) {
 // every start is logged (a handler is logged before its reaper exists).
 func waitExitsLogged(t *testing.T, d *superdProc, service string) {
 	t.Helper()
-	waitFor(t, "every exit of "+service+" logged", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "every exit of "+service+" logged", func() bool {
 		return d.countLog(`service=`+service+` event=exit `) == d.countLog(`service=`+service+` event=start `)
 	})
 }
@@ -445,6 +443,17 @@ func waitLineAfter(d *superdProc, off int, within time.Duration, parts ...string
 	}
 }
 
+// linesWith returns the lines of logs that contain every one of parts.
+func linesWith(logs string, parts []string) []string {
+	var found []string
+	for _, l := range strings.Split(logs, "\n") {
+		if containsAll(l, parts) {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
 func containsAll(s string, parts []string) bool {
 	for _, p := range parts {
 		if !strings.Contains(s, p) {
@@ -483,11 +492,12 @@ func statusCounts(d *superdProc, service string) map[string]int {
 // handlers. superd defers accept at the limit, so the clients wait in
 // the kernel's backlog (somaxconn, 4096 here) and every one is served.
 func TestFloodInstances(t *testing.T) {
+	skipIfShort(t, "scenario 1 of docs/reliability.md, a flood of 2000 clients")
 	scale := relScale(t)
 	clients := 2000 * scale
 	const instances = 50
 	needFDs(t, clients)
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.flood]
 port = %d
@@ -582,9 +592,10 @@ args = ["sleep", "100ms"]
 
 // Scenario 2: per_source holds per client address, not globally.
 func TestPerSourceLimit(t *testing.T) {
+	skipIfShort(t, "scenario 2 of docs/reliability.md, a figure scenario")
 	const perSource = 2
 	sources := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.ps]
 port = %d
@@ -617,7 +628,7 @@ args = ["readline"]
 		}
 	}
 	want := perSource * len(sources)
-	waitFor(t, fmt.Sprint(want, " handlers started"), 10*time.Second, func() bool {
+	testkit.WaitFor(t, fmt.Sprint(want, " handlers started"), func() bool {
 		return d.countLog(`service=ps event=start `) == want
 	})
 
@@ -637,7 +648,7 @@ args = ["readline"]
 			t.Errorf("client from %s while the others are at their limit: %q, %v", src, got, err)
 		}
 	}
-	d.waitLog(`service=ps event=refused reason=per_source remote=127\.0\.0\.[234]:\d+ count=\d+`, 5*time.Second)
+	d.waitLog(`service=ps event=refused reason=per_source remote=127\.0\.0\.[234]:\d+ count=\d+`)
 	for _, src := range sources {
 		if n := startsFrom(src); n != perSource {
 			t.Errorf("%d handlers started for %s, want %d", n, src, perSource)
@@ -653,14 +664,14 @@ args = ["readline"]
 			}
 		}
 	}
-	waitFor(t, "the held handlers to exit", 10*time.Second, func() bool { return len(d.children()) == 0 })
+	testkit.WaitFor(t, "the held handlers to exit", func() bool { return len(d.children()) == 0 })
 	for _, src := range sources {
 		got, err := exchange(mustDial(src), "again\n", time.Now().Add(10*time.Second))
 		if err != nil || got != "got:again\n" {
 			t.Errorf("client from %s after its handlers ended: %q, %v", src, got, err)
 		}
 	}
-	waitFor(t, "the last handlers to exit", 10*time.Second, func() bool { return len(d.children()) == 0 })
+	testkit.WaitFor(t, "the last handlers to exit", func() bool { return len(d.children()) == 0 })
 	waitExitsLogged(t, d, "ps")
 	refusedLines := d.countLog(`service=ps event=refused reason=per_source `)
 	figure(t, "per_source.limit", perSource)
@@ -675,11 +686,12 @@ args = ["readline"]
 // Scenario 3: rate = 50 lets at most burst + rate·t handlers start in
 // the first t seconds, and clients over the rate wait, not fail.
 func TestRateLimit(t *testing.T) {
+	skipIfShort(t, "scenario 3 of docs/reliability.md, a 3s rate measurement")
 	scale := relScale(t)
 	const rateN = 50.0
 	window := time.Duration(3*scale) * time.Second
 	const workers = 25
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.rate]
 port = %d
@@ -715,7 +727,7 @@ args = ["hi"]
 	wg.Wait()
 	elapsed := time.Since(t0)
 	served := res.get("ok")
-	waitFor(t, "every start logged", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "every start logged", func() bool {
 		return d.countLog(`service=rate event=start `) >= served
 	})
 	starts := logTimes(t, d, `service=rate event=start `)
@@ -768,6 +780,7 @@ args = ["hi"]
 // Scenario 4: only_from and no_access, over IPv4 and IPv6: denied
 // clients are closed without a byte and never start a handler.
 func TestAccessLists(t *testing.T) {
+	skipIfShort(t, "scenario 4 of docs/reliability.md, a figure scenario")
 	n := 10 * relScale(t)
 	type client struct {
 		service, from string
@@ -830,7 +843,7 @@ func TestAccessLists(t *testing.T) {
 		}
 	}
 	for _, s := range svcs {
-		waitFor(t, fmt.Sprint(allowed[s.name], " exits of ", s.name), 10*time.Second, func() bool {
+		testkit.WaitFor(t, fmt.Sprint(allowed[s.name], " exits of ", s.name), func() bool {
 			return d.countLog(`service=`+s.name+` event=exit `) == allowed[s.name]
 		})
 		starts := d.countLog(`service=` + s.name + ` event=start `)
@@ -904,13 +917,14 @@ func reapOrphan(pid int, within time.Duration) (unix.WaitStatus, error) {
 // zombie, its descriptor count is back at baseline, and another service
 // answered throughout.
 func TestHandlerFaults(t *testing.T) {
+	skipIfShort(t, "scenario 5 of docs/reliability.md, 2000 faulty handlers")
 	scale := relScale(t)
 	total := 2000 * scale
 	const workers = 64
 	becomeSubreaper(t)
 	ports := map[string]int{}
 	for _, s := range []string{"crash", "killed", "hang", "closehang", "grandchild", "echo"} {
-		ports[s] = freePort(t, "tcp")
+		ports[s] = testkit.FreePort(t, "tcp")
 	}
 	svc := func(name, args, extra string) string {
 		return fmt.Sprintf("[services.%s]\nport = %d\naddress = \"127.0.0.1\"\nuser = \"root\"\npath = \"%%HELPER%%\"\nargs = %s\n%s\n%s\n\n",
@@ -1103,13 +1117,14 @@ func runFault(d *superdProc, kind string, port int, orphans *outcomes) error {
 // Scenario 6: idle connections held open on one service do not slow or
 // block another. Benchmarks are not timed assertions: the test reports
 // the latencies and asserts only that the other services were not
-// blocked (every request answered, p99 under a second).
+// blocked (every request answered).
 func TestSlowClientsDoNotBlock(t *testing.T) {
+	skipIfShort(t, "scenario 6 of docs/reliability.md, 500 idle connections")
 	scale := relScale(t)
 	idle := 500 * scale
 	const requests = 200
 	needFDs(t, idle)
-	pIdle, pEcho, pHello := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	pIdle, pEcho, pHello := testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf(`
 [services.idle]
 port = %d
@@ -1162,7 +1177,7 @@ args = ["hi"]
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, fmt.Sprint(idle, " idle handlers"), time.Duration(60*scale)*time.Second, func() bool {
+	testkit.WaitForWithin(t, time.Duration(60*scale)*time.Second, fmt.Sprint(idle, " idle handlers"), func() bool {
 		return len(d.children()) == idle
 	})
 	// Handlers are started concurrently: right after the last one,
@@ -1184,7 +1199,7 @@ args = ["hi"]
 	for _, c := range conns {
 		c.Close()
 	}
-	waitFor(t, "the idle handlers to exit", 30*time.Second, func() bool { return len(d.children()) == 0 })
+	testkit.WaitFor(t, "the idle handlers to exit", func() bool { return len(d.children()) == 0 })
 
 	figure(t, "slow.idle_connections", idle)
 	figure(t, "slow.superd_fds_when_all_started", fdsBurst)
@@ -1199,8 +1214,11 @@ args = ["hi"]
 		figure(t, "slow."+r.name+".max", r.l.pct(100))
 		figure(t, "slow."+r.name+".failed", r.l.fails)
 	}
+	// Not blocked means every request answered (within its deadline, a
+	// bound for "never"). The latencies are figures, not assertions: a
+	// loaded machine makes them long without anything being blocked.
 	for _, l := range []latency{echoDuring, helloDuring} {
-		if l.fails != 0 || l.pct(99) > time.Second {
+		if l.fails != 0 {
 			t.Errorf("during the hold: %d of %d requests failed, p99 %v", l.fails, requests, l.pct(99))
 		}
 	}
@@ -1210,9 +1228,10 @@ args = ["hi"]
 // loses no connection of the service both keep, and the service whose
 // instances changed applies its new limit.
 func TestReloadStorm(t *testing.T) {
+	skipIfShort(t, "scenario 7 of docs/reliability.md, a storm of 50 reloads")
 	scale := relScale(t)
 	reloads := 50 * scale
-	pSteady, pExec, pLim, pExtra := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	pSteady, pExec, pLim, pExtra := testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp"), testkit.FreePort(t, "tcp")
 	steady := fmt.Sprintf(`
 [services.steady]
 builtin = "echo"
@@ -1275,14 +1294,14 @@ args = ["readline"]
 		// Let some connections through between two reloads, so that
 		// the load overlaps every one of them.
 		before := res.get("ok") + res.failed()
-		waitFor(t, "connections between reloads", 10*time.Second, func() bool { return res.get("ok")+res.failed() >= before+10 })
+		testkit.WaitFor(t, "connections between reloads", func() bool { return res.get("ok")+res.failed() >= before+10 })
 		cfg := four
 		if i%2 == 1 {
 			cfg = two
 		}
 		d.writeConfig(cfg)
 		d.cmd.Process.Signal(syscall.SIGHUP)
-		d.waitNotify("READY=1", 10*time.Second)
+		d.waitNotify("READY=1")
 	}
 	took := time.Since(start)
 	close(stop)
@@ -1310,7 +1329,7 @@ args = ["readline"]
 	// And one more reload raises it to 4 and brings extra back.
 	d.writeConfig(four)
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitNotify("READY=1", 10*time.Second)
+	d.waitNotify("READY=1")
 	figure(t, "reload.max_children_instances_4", checkInstances(t, d, pLim, 4))
 	if got := roundTrip(t, pExtra, "back"); got != "back" {
 		t.Errorf("service extra after it came back: %q", got)
@@ -1323,7 +1342,7 @@ args = ["readline"]
 // limit children meanwhile. It returns the most children seen.
 func checkInstances(t *testing.T, d *superdProc, port, limit int) int {
 	t.Helper()
-	waitFor(t, "no handler running", 10*time.Second, func() bool { return len(d.children()) == 0 })
+	testkit.WaitFor(t, "no handler running", func() bool { return len(d.children()) == 0 })
 	smp := sampleChildren(d)
 	off := logLen(d)
 	var conns []net.Conn
@@ -1337,19 +1356,24 @@ func checkInstances(t *testing.T, d *superdProc, port, limit int) int {
 			t.Fatal(err)
 		}
 	}
-	// The last client's line waits in its socket: no handler reads it
-	// while the others hold every slot.
+	// The last client's line waits in its socket: no handler starts for
+	// it while the others hold every slot. Checked by order, not by a
+	// wait that a slow machine would outlast: its handler's start is
+	// logged after the test freed a slot, never before.
 	last := conns[limit]
+	lastStart := []string{"service=lim event=start ", " remote=" + last.LocalAddr().String()}
 	io.WriteString(last, "last\n")
-	last.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	if b, err := io.ReadAll(last); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("client %d of instances = %d was answered at once: %q, %v", limit+1, limit, b, err)
-	}
-	if got, err := exchange(conns[0], "first\n", time.Now().Add(10*time.Second)); err != nil || got != "got:first\n" {
+	freed := logLen(d)
+	if got, err := exchange(conns[0], "first\n", time.Now().Add(testkit.Timeout)); err != nil || got != "got:first\n" {
 		t.Errorf("first client: %q, %v", got, err)
 	}
-	if got, err := exchange(last, "", time.Now().Add(10*time.Second)); err != nil || got != "got:last\n" {
+	if got, err := exchange(last, "", time.Now().Add(testkit.Timeout)); err != nil || got != "got:last\n" {
 		t.Errorf("client %d once a slot freed: %q, %v", limit+1, got, err)
+	}
+	if early := linesWith(d.Logs()[off:freed], lastStart); len(early) > 0 {
+		t.Errorf("client %d of instances = %d started a handler while every slot was held: %q", limit+1, limit, early)
+	} else if _, err := waitLineAfter(d, freed, testkit.Timeout, lastStart...); err != nil {
+		t.Errorf("client %d once a slot freed: %v", limit+1, err)
 	}
 	for i, c := range conns[1:limit] {
 		if got, err := exchange(c, "more\n", time.Now().Add(10*time.Second)); err != nil || got != "got:more\n" {

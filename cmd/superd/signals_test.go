@@ -6,12 +6,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // TestSignalTerm checks that SIGTERM stops superd with status 0 and logs
 // the signal.
 func TestSignalTerm(t *testing.T) {
-	port := freePort(t, "tcp")
+	port := testkit.FreePort(t, "tcp")
 	d := startDaemon(t, fmt.Sprintf("[services.echo]\nbuiltin = \"echo\"\nport = %d\naddress = \"127.0.0.1\"\n", port))
 	if err := d.stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Fatalf("superd after SIGTERM: %v, want exit status 0", err)

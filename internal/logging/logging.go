@@ -1,7 +1,7 @@
 // Package logging builds superd's *slog.Logger for one log target (a
-// "sink": stderr or syslog) and holds the one list of names and defaults
-// that superd's configuration accepts for it: the targets, the syslog
-// facilities, the default facility and tag.
+// "sink": stderr, syslog or the systemd journal) and holds the one list of
+// names and defaults that superd's configuration accepts for it: the
+// targets, the syslog facilities, the default facility and tag.
 //
 // Every sink renders a record as one line of key=value pairs in
 // slog.TextHandler syntax, in this order:
@@ -12,21 +12,26 @@
 //
 //	log.With("service", "hello").Info("exit", "pid", 123, "status", 0)
 //
-// get "service=hello event=exit pid=123 status=0" in syslog, and the same
-// text after "time=… level=INFO " on stderr. The message is called "event"
+// get "service=hello event=exit pid=123 status=0" in syslog and as the
+// journal's MESSAGE, and the same text after "time=… level=INFO " on
+// stderr. The journal gets each attribute as a field of its own too
+// (SUPERD_SERVICE=hello; see journal.go). The message is called "event"
 // because superd logs short event names ("exit", "spawn", "reload"), not
 // sentences, and "event=exit" is what an operator greps for.
 //
-// Each sink is one file (stderr.go, syslog.go) defining its handler and an
-// open function, plus one line in sinks.
+// Each sink is one file (stderr.go, syslog.go, journal.go) defining its
+// handler and an open function, plus one line in sinks.
 //
 // Deliberately not done here: parsing or validating the configuration file
 // (package config does that, using Targets, Facilities and the defaults
 // from here), log rotation, log levels per service, starting goroutines,
 // and falling back to stderr when syslog goes away after startup (gsyslog
 // redials once per failed write; if that fails too, Handle returns the
-// error, which slog.Logger discards). The package has no mutable state:
-// all of it lives in the logger New returns.
+// error, which slog.Logger discards); the journal sink, though, writes a
+// record journald refuses to stderr instead (see journal.go). Nor does
+// superd switch to the journal by itself when its stderr is a journal
+// stream (JOURNAL_STREAM): the configuration says where it logs. The
+// package has no mutable state: all of it lives in the logger New returns.
 package logging
 
 import (
@@ -39,8 +44,9 @@ import (
 
 // Log targets accepted in Options.Target.
 const (
-	TargetSyslog = "syslog" // the local syslog daemon, through its unix datagram socket
-	TargetStderr = "stderr" // the stderr writer given to New
+	TargetSyslog  = "syslog"  // the local syslog daemon, through its unix datagram socket
+	TargetJournal = "journal" // the systemd journal, through journald's native socket
+	TargetStderr  = "stderr"  // the stderr writer given to New
 )
 
 // Defaults superd uses when its configuration leaves a setting out.
@@ -83,10 +89,10 @@ func Targets() []string {
 
 // Options says where superd logs. The zero value logs at Info to stderr.
 type Options struct {
-	Target   string     // TargetSyslog or TargetStderr; "" means TargetStderr
-	Facility string     // syslog facility, one of Facilities; "" means DefaultFacility
-	Tag      string     // syslog tag; "" means DefaultTag
-	Socket   string     // syslog daemon's unix datagram socket path; "" = system default (/dev/log ...)
+	Target   string     // TargetSyslog, TargetJournal or TargetStderr; "" means TargetStderr
+	Facility string     // syslog facility (journal: SYSLOG_FACILITY), one of Facilities; "" means DefaultFacility
+	Tag      string     // syslog tag (journal: SYSLOG_IDENTIFIER); "" means DefaultTag
+	Socket   string     // syslog daemon's unix datagram socket path; "" = system default (/dev/log ...); the journal ignores it
 	Level    slog.Level // least severe level logged; the zero value is slog.LevelInfo
 }
 
@@ -108,6 +114,7 @@ func sinks() []sink {
 	return []sink{
 		{TargetSyslog, openSyslog},
 		{TargetStderr, openStderr},
+		{TargetJournal, openJournal},
 	}
 }
 
@@ -120,12 +127,17 @@ func sinks() []sink {
 //	"syslog"        the syslog daemon (see below)   the syslog connection
 //	"syslog", but   stderr, after one line there    nothing
 //	 no daemon       saying so (whatever o.Level)
+//	"journal"       journald (see journal.go)       nothing
+//	"journal", but  stderr, after one line there    nothing
+//	 no journald     saying so (whatever o.Level)
 //	anything else   error
 //
 // For Target "syslog" New connects to the syslog daemon with gsyslog: the
 // system default socket when o.Socket is "", else the unix datagram socket
-// at o.Socket. If no syslog daemon is reachable that is not an error:
-// superd must still run on a box without syslog.
+// at o.Socket. For Target "journal" it checks that journald answers at
+// /run/systemd/journal/socket (go-systemd's journal package, which knows no
+// other place). If neither is reachable that is not an error: superd must
+// still run on a box without syslog or journald.
 //
 // The returned close func is never nil on success and may be called more
 // than once. Call it last: gsyslog redials on the next write, so logging

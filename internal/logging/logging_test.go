@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -13,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/journal"
 	gsyslog "github.com/hashicorp/go-syslog"
 )
 
-// TestLogFormat pins the text an operator greps for, for both sinks: the
-// syslog message text is want, and the stderr line is "time=… level=L " + want.
+// TestLogFormat pins the text an operator greps for, for all sinks: the
+// syslog message text and the journal's MESSAGE are want, and the stderr
+// line is "time=… level=L " + want.
 func TestLogFormat(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -129,6 +132,24 @@ func TestLogFormat(t *testing.T) {
 				t.Errorf("syslog: got priority %v text\n\t%s\nwant priority %v text\n\t%s", got.p, got.text, tt.wantPrio, tt.want)
 			}
 
+			jf := &fakeJournal{}
+			jh, _, err := openJournalWith(Options{Target: TargetJournal, Level: slog.LevelDebug}, io.Discard, jf.api())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.log(slog.New(jh))
+			entries := jf.take()
+			if len(entries) != 1 {
+				t.Fatalf("journal: got %d entries %+v, want 1", len(entries), entries)
+			}
+			wantMessage := tt.want
+			if tt.name == "multi-line value stays on one line" {
+				wantMessage = "a\nb\n" // a handler's stderr line is the MESSAGE as it is
+			}
+			if got := entries[0]; got.prio != journal.Priority(tt.wantPrio) || got.message != wantMessage {
+				t.Errorf("journal: got priority %v MESSAGE\n\t%s\nwant priority %v MESSAGE\n\t%s", got.prio, got.message, tt.wantPrio, wantMessage)
+			}
+
 			var buf bytes.Buffer
 			tt.log(slog.New(newStderrHandler(&buf, slog.LevelDebug)))
 			m := stderrLine.FindStringSubmatch(buf.String())
@@ -213,8 +234,10 @@ func TestNewErrors(t *testing.T) {
 		o    Options
 		want string // substring of the error
 	}{
-		{"unknown target", Options{Target: "journal"}, `log target "journal"`},
+		{"unknown target", Options{Target: "kmsg"}, `log target "kmsg": want "syslog", "stderr" or "journal"`},
+		{"target in another case", Options{Target: "Journal"}, `log target "Journal"`},
 		{"unknown facility", Options{Target: "syslog", Facility: "local9"}, `syslog facility "local9"`},
+		{"unknown facility for the journal", Options{Target: "journal", Facility: "local9"}, `syslog facility "local9"`},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer
@@ -281,7 +304,7 @@ func TestHandlersConcurrent(t *testing.T) {
 // documents, so that a change here is a visible change of superd's
 // configuration language.
 func TestNames(t *testing.T) {
-	if got, want := Targets(), []string{TargetSyslog, TargetStderr}; !slices.Equal(got, want) {
+	if got, want := Targets(), []string{"syslog", "stderr", "journal"}; !slices.Equal(got, want) {
 		t.Errorf("Targets() = %q, want %q", got, want)
 	}
 	if !slices.Contains(Targets(), DefaultTarget) {

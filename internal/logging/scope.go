@@ -1,6 +1,8 @@
 package logging
 
 import (
+	"bytes"
+	"context"
 	"log/slog"
 	"slices"
 	"time"
@@ -84,6 +86,47 @@ func (s scope) record(r slog.Record, t time.Time) slog.Record {
 func dropEmptyMessage(groups []string, a slog.Attr) slog.Attr {
 	if len(groups) == 0 && a.Key == slog.MessageKey && a.Value.Kind() == slog.KindString && a.Value.String() == "" {
 		return slog.Attr{}
+	}
+	return a
+}
+
+// text renders r, logged through a handler with scope s, as the key=value
+// line without time and level that the syslog and journal sinks send: both
+// carry the time and the level (as a severity) outside the text.
+func (s scope) text(ctx context.Context, r slog.Record) ([]byte, error) {
+	var buf bytes.Buffer
+	// A TextHandler per call: it only holds &buf, and it gives us slog's
+	// quoting rules, so values with spaces, '=', quotes or newlines are
+	// quoted and a record can never span two lines or two messages.
+	// (TextHandler.Handle does not consult its own Level; the sink's
+	// Enabled has already decided.)
+	th := slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: replaceHeaderBuiltins})
+	// A zero time makes TextHandler omit it.
+	if err := th.Handle(ctx, s.record(r, time.Time{})); err != nil {
+		return nil, err
+	}
+	// TextHandler ends the line with exactly one '\n'; gsyslog adds its own
+	// only when missing, but other Syslogger implementations may not, and
+	// a journal MESSAGE has none, so hand over the bare text.
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// replaceHeaderBuiltins drops the built-in level, which the syslog severity
+// or journal PRIORITY already carries, and the built-in message, which
+// scope.record has moved to eventKey and left empty. It cannot tell
+// built-ins from a caller's own top-level "level" attribute holding a
+// slog.Level or "msg" attribute holding "", so those are dropped too.
+func replaceHeaderBuiltins(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) > 0 {
+		return a
+	}
+	switch a.Key {
+	case slog.LevelKey:
+		if _, ok := a.Value.Any().(slog.Level); ok {
+			return slog.Attr{}
+		}
+	case slog.MessageKey:
+		return dropEmptyMessage(groups, a)
 	}
 	return a
 }

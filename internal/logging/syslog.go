@@ -1,7 +1,6 @@
 package logging
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -104,21 +103,10 @@ func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
 
 // Handle sends r as one syslog message at the severity mapped from r.Level.
 func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
-	var buf bytes.Buffer
-	// A TextHandler per call: it only holds &buf, and it gives us slog's
-	// quoting rules, so values with spaces, '=', quotes or newlines are
-	// quoted and a record can never span two lines or two messages.
-	// (TextHandler.Handle does not consult its own Level; h.Enabled has
-	// already decided.)
-	th := slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: replaceSyslogBuiltins})
-	// A zero time makes TextHandler omit it; the syslog header has the time.
-	if err := th.Handle(ctx, h.scope.record(r, time.Time{})); err != nil {
+	line, err := h.scope.text(ctx, r)
+	if err != nil {
 		return fmt.Errorf("logging: syslog: render record: %w", err)
 	}
-	// TextHandler ends the line with exactly one '\n'; gsyslog adds its own
-	// only when missing, but other Syslogger implementations may not, so
-	// hand over the bare text.
-	line := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if err := h.w.WriteLevel(syslogPriority(r.Level), line); err != nil {
 		return fmt.Errorf("logging: syslog write: %w", err)
 	}
@@ -139,24 +127,4 @@ func (h *syslogHandler) WithGroup(name string) slog.Handler {
 		return h
 	}
 	return &syslogHandler{w: h.w, level: h.level, scope: h.scope.withGroup(name)}
-}
-
-// replaceSyslogBuiltins drops the built-in level, which the syslog severity
-// already carries, and the built-in message, which scope.record has moved to
-// eventKey and left empty. It cannot tell built-ins from a caller's own
-// top-level "level" attribute holding a slog.Level or "msg" attribute holding
-// "", so those are dropped too.
-func replaceSyslogBuiltins(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) > 0 {
-		return a
-	}
-	switch a.Key {
-	case slog.LevelKey:
-		if _, ok := a.Value.Any().(slog.Level); ok {
-			return slog.Attr{}
-		}
-	case slog.MessageKey:
-		return dropEmptyMessage(groups, a)
-	}
-	return a
 }

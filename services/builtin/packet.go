@@ -10,10 +10,13 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// PacketBufSize is the read buffer a datagram built-in needs: it holds
+// the largest possible UDP payload (65507 bytes), so an echoed datagram
+// is never silently truncated. Callers that read datagrams for Answer
+// use a buffer this large.
+const PacketBufSize = 64 << 10
+
 const (
-	// packetBufSize holds the largest possible UDP payload (65507 bytes), so
-	// an echoed datagram is never silently truncated.
-	packetBufSize = 64 << 10
 
 	// maxChargenDatagram is RFC 864's upper bound on a chargen datagram's
 	// length ("a random number of characters (between 0 and 512)").
@@ -108,7 +111,7 @@ func NewPacket(name string, replies *rate.Limiter) (*Packet, error) {
 //
 // Serve does not close pc; the caller does.
 func (p *Packet) Serve(pc net.PacketConn) error {
-	buf := make([]byte, packetBufSize)
+	buf := make([]byte, PacketBufSize)
 	// line is the chargen line the next chargen reply starts at. It is per
 	// Serve call so that concurrent calls do not share it.
 	line := 0
@@ -120,17 +123,28 @@ func (p *Packet) Serve(pc net.PacketConn) error {
 			}
 			return &Error{Service: p.name, Op: "read", Err: err}
 		}
-		p.received.Add(1)
-		reply, ok := p.reply(buf[:n], addr, &line)
-		if !ok {
-			continue
-		}
-		if _, err := pc.WriteTo(reply, addr); err != nil {
-			p.writeErrors.Add(1)
-			continue
-		}
-		p.answered.Add(1)
+		p.Answer(pc, buf[:n], addr, &line)
 	}
+}
+
+// Answer handles one datagram, req, that came from addr, as Serve does
+// with each datagram it reads: it counts it, and writes the reply (if
+// any, see Serve) to addr on pc. line is the caller's chargen position,
+// 0 at first, which every chargen reply advances; one position per
+// socket. Callers that read datagrams themselves use it, to pick the
+// Packet by the settings in force when each datagram arrived, say.
+// Write errors are counted in Stats.WriteErrors, not returned.
+func (p *Packet) Answer(pc net.PacketConn, req []byte, addr net.Addr, line *int) {
+	p.received.Add(1)
+	reply, ok := p.reply(req, addr, line)
+	if !ok {
+		return
+	}
+	if _, err := pc.WriteTo(reply, addr); err != nil {
+		p.writeErrors.Add(1)
+		return
+	}
+	p.answered.Add(1)
 }
 
 // reply decides whether the datagram req from addr is answered, counting

@@ -1,14 +1,16 @@
-package services
+package admit
 
 import (
 	"context"
 	"errors"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/testkit"
 )
 
 // TestSlots checks the instances counter: acquire below the limit at
@@ -18,13 +20,11 @@ import (
 func TestSlots(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := slots{wake: make(chan struct{})}
-		var limit atomic.Int64
-		limit.Store(2)
-		lim := func() int { return int(limit.Load()) }
+		g.setLimit(2)
 		ctx := context.Background()
 
 		for i := range 2 {
-			if err := g.acquire(ctx, lim); err != nil {
+			if err := g.acquire(ctx); err != nil {
 				t.Fatalf("acquire %d below the limit: %v", i+1, err)
 			}
 		}
@@ -34,7 +34,7 @@ func TestSlots(t *testing.T) {
 
 		waiter := func(ctx context.Context) chan error {
 			ch := make(chan error, 1)
-			go func() { ch <- g.acquire(ctx, lim) }()
+			go func() { ch <- g.acquire(ctx) }()
 			return ch
 		}
 		blocked := func(ch chan error) bool {
@@ -53,6 +53,9 @@ func TestSlots(t *testing.T) {
 		if !blocked(w) {
 			t.Fatalf("acquire at the limit (2 of 2 used) did not wait")
 		}
+		if got := g.waiting(); got != 1 {
+			t.Fatalf("waiting with one acquire blocked = %d, want 1", got)
+		}
 		g.release()
 		synctest.Wait()
 		if err := <-w; err != nil {
@@ -62,15 +65,15 @@ func TestSlots(t *testing.T) {
 			t.Fatalf("count after release+acquire = %d, want 2", got)
 		}
 
-		// A poke without a larger limit wakes the waiter, which waits again.
+		// A wake without a larger limit (Configure with the same
+		// instances) wakes the waiter, which waits again.
 		w = waiter(ctx)
-		g.poke()
+		g.setLimit(2)
 		if !blocked(w) {
 			t.Fatalf("acquire returned after a poke with the limit unchanged")
 		}
-		// A larger limit takes effect on the next poke (Update does that).
-		limit.Store(3)
-		g.poke()
+		// A larger limit wakes the waiter at once.
+		g.setLimit(3)
 		synctest.Wait()
 		if err := <-w; err != nil {
 			t.Fatalf("acquire after the limit grew to 3: %v", err)
@@ -80,7 +83,7 @@ func TestSlots(t *testing.T) {
 		}
 
 		// A smaller limit: nothing is taken back, new acquires wait.
-		limit.Store(1)
+		g.setLimit(1)
 		g.release()
 		cctx, cancel := context.WithCancel(ctx)
 		w = waiter(cctx)
@@ -95,62 +98,10 @@ func TestSlots(t *testing.T) {
 		if got := g.count(); got != 2 {
 			t.Fatalf("count after a cancelled acquire = %d, want 2", got)
 		}
+		if got := g.waiting(); got != 0 {
+			t.Fatalf("waiting after every acquire returned = %d, want 0", got)
+		}
 	})
-}
-
-// TestLoopGuard feeds start times to loopGuard.record: loopStarts starts
-// within loopWindow mark a loop, older starts do not count, and the
-// count starts afresh after a loop was reported.
-func TestLoopGuard(t *testing.T) {
-	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
-	burst := func(n int, step time.Duration) []time.Duration {
-		out := make([]time.Duration, n)
-		for i := range out {
-			out[i] = time.Duration(i) * step
-		}
-		return out
-	}
-	tests := []struct {
-		name   string
-		starts []time.Duration // offsets from an epoch
-		want   []int           // indexes of the starts that report a loop
-	}{
-		{"one start short of a loop", burst(loopStarts-1, ms(10)), nil},
-		{"the 40th start within the window loops", burst(loopStarts, ms(10)), []int{loopStarts - 1}},
-		{"counting starts afresh after a loop", burst(2*loopStarts+5, ms(1)), []int{loopStarts - 1, 2*loopStarts - 1}},
-		{"spread out starts never loop", burst(200, loopWindow/time.Duration(loopStarts-2)), nil},
-		{"a start exactly one window old no longer counts",
-			append(burst(loopStarts-1, 0), loopWindow), nil},
-		{"a start just inside the window counts",
-			append(burst(loopStarts-1, 0), loopWindow-time.Nanosecond), []int{loopStarts - 1}},
-	}
-	epoch := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var g loopGuard
-			var got []int
-			for i, off := range tt.starts {
-				if g.record(epoch.Add(off)) {
-					got = append(got, i)
-				}
-			}
-			if !equalInts(got, tt.want) {
-				t.Errorf("loops reported at starts %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestSourceOf checks the per_source key: an IPv4 client is its /32, an
@@ -184,12 +135,12 @@ func TestSourceOf(t *testing.T) {
 // TestSources checks the per-client counter: the limit holds per key,
 // give frees one place, and a key whose count drops to zero is deleted.
 func TestSources(t *testing.T) {
-	c := sources{n: make(map[sourceKey]int)}
+	c := sources{n: make(map[netip.Prefix]int)}
 	a := sourceOf(netip.MustParseAddr("192.0.2.1"))
 	b := sourceOf(netip.MustParseAddr("192.0.2.2"))
 	steps := []struct {
 		op   string
-		key  sourceKey
+		key  netip.Prefix
 		want bool
 	}{
 		{"take", a, true},
@@ -223,22 +174,23 @@ func TestSources(t *testing.T) {
 // bubble's fake clock makes the second exact.
 func TestDenials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rec, log := newRecorder(t)
+		rec := testkit.NewRecorder(t)
+		log := rec.Logger()
 		var d denials
-		lines := func(reason string) []entry { return rec.filter(match("refused", "reason", reason)) }
+		lines := func(reason string) []testkit.Entry { return rec.Filter(testkit.Match("refused", "reason", reason)) }
 
 		d.log(log, "access", "192.0.2.1:1000")
 		for i := range 4 {
 			d.log(log, "access", "192.0.2.1:"+strconv.Itoa(1001+i))
 		}
 		d.log(log, "per_source", "192.0.2.9:2000")
-		if got := lines("access"); len(got) != 1 || got[0].attrs["count"] != "1" || got[0].attrs["remote"] != "192.0.2.1:1000" {
+		if got := lines("access"); len(got) != 1 || got[0].Attrs["count"] != "1" || got[0].Attrs["remote"] != "192.0.2.1:1000" {
 			t.Fatalf("access lines after 5 refusals in one instant = %v, want one with count=1 remote=192.0.2.1:1000", got)
 		}
-		if got := lines("per_source"); len(got) != 1 || got[0].attrs["count"] != "1" {
+		if got := lines("per_source"); len(got) != 1 || got[0].Attrs["count"] != "1" {
 			t.Fatalf("per_source lines = %v, want one with count=1 (reasons are limited apart)", got)
 		}
-		if got := rec.all()[0].level; got.String() != "WARN" {
+		if got := rec.All()[0].Level; got.String() != "WARN" {
 			t.Errorf("refusal level = %s, want WARN", got)
 		}
 
@@ -252,7 +204,7 @@ func TestDenials(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		synctest.Wait()
 		got := lines("access")
-		if len(got) != 2 || got[1].attrs["count"] != "5" || got[1].attrs["remote"] != "192.0.2.1:1100" {
+		if len(got) != 2 || got[1].Attrs["count"] != "5" || got[1].Attrs["remote"] != "192.0.2.1:1100" {
 			t.Fatalf("access lines 1s after the first = %v, want a second one with count=5 remote=192.0.2.1:1100", got)
 		}
 
@@ -267,12 +219,12 @@ func TestDenials(t *testing.T) {
 		time.Sleep(600 * time.Millisecond)
 		synctest.Wait()
 		got = lines("access")
-		if len(got) != 3 || got[2].attrs["count"] != "2" || got[2].attrs["remote"] != "192.0.2.1:1300" {
+		if len(got) != 3 || got[2].Attrs["count"] != "2" || got[2].Attrs["remote"] != "192.0.2.1:1300" {
 			t.Errorf("access lines = %v, want a third one with count=2 remote=192.0.2.1:1300", got)
 		}
 		total := 0
 		for _, l := range got {
-			n, _ := strconv.Atoi(l.attrs["count"])
+			n, _ := strconv.Atoi(l.Attrs["count"])
 			total += n
 		}
 		if total != 8 {
@@ -283,27 +235,139 @@ func TestDenials(t *testing.T) {
 
 // TestTokenFollowsRateChange checks that a wait for a token on a slow
 // bucket ends when a reload lifts the rate, instead of sitting out the
-// old bucket's delay.
+// old bucket's delay. The bubble's clock makes "still waiting" a fact.
 func TestTokenFollowsRateChange(t *testing.T) {
-	a := newAdmission()
-	a.setRate(0.05) // one token every 20s, burst 1
-	if !a.token(context.Background()) {
-		t.Fatal("first token refused")
-	}
-	got := make(chan bool, 1)
-	go func() { got <- a.token(context.Background()) }()
-	select {
-	case <-got:
-		t.Fatal("second token came at once from a 0.05/s bucket")
-	case <-time.After(100 * time.Millisecond):
-	}
-	a.setRate(0)
-	select {
-	case ok := <-got:
-		if !ok {
-			t.Errorf("token after the rate was lifted = false")
+	synctest.Test(t, func(t *testing.T) {
+		a := New()
+		a.Configure(1, 0.05) // one token every 20s, burst 1
+		if !a.Token(context.Background()) {
+			t.Fatal("first token refused")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("waiting admit did not follow the rate change")
+		began := time.Now()
+		got := make(chan bool, 1)
+		go func() { got <- a.Token(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("second token came at once from a 0.05/s bucket")
+		default:
+		}
+		a.Configure(1, 0)
+		synctest.Wait()
+		select {
+		case ok := <-got:
+			if !ok {
+				t.Errorf("token after the rate was lifted = false")
+			}
+		default:
+			t.Fatal("a wait for a token did not follow the rate change")
+		}
+		if took := time.Since(began); took != 0 {
+			t.Errorf("the token came %v after the wait began, want at the rate change (no time passed)", took)
+		}
+	})
+}
+
+// TestDenialsClose checks that Close logs the refusals a summary holds
+// back and stops its timer: after Close, nothing logs, neither the timer
+// nor a refusal that comes later (before the fix the timer logged after
+// shutdown).
+func TestDenialsClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := testkit.NewRecorder(t)
+		log := rec.Logger()
+		a := New()
+		a.Configure(4, 0)
+		c := Client{Addr: netip.MustParseAddr("192.0.2.1"), Remote: "192.0.2.1:1000"}
+		svc := &config.Service{Access: config.Access{NoAccess: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
+		for range 3 {
+			if !a.Acquire(context.Background()) {
+				t.Fatal("Acquire refused below the limit")
+			}
+			if _, ok := a.Check(svc, c, log); ok {
+				t.Fatal("a client in no_access was admitted")
+			}
+		}
+		refused := testkit.Match("refused", "reason", "access")
+		if n := rec.Count(refused); n != 1 {
+			t.Fatalf("%d refused lines for 3 refusals in one instant, want 1 (the others held back)", n)
+		}
+		a.Close()
+		got := rec.Filter(refused)
+		if len(got) != 2 || got[1].Attrs["count"] != "2" {
+			t.Fatalf("refused lines after Close = %v, want a second one with count=2 (Close logs what is held back)", got)
+		}
+		a.Close() // idempotent
+		a.denials.log(log, "access", "192.0.2.1:2000")
+		time.Sleep(2 * denialInterval)
+		synctest.Wait()
+		if n := rec.Count(testkit.Prefix("")); n != 2 {
+			t.Errorf("%d lines logged in all, want 2: nothing may log after Close", n)
+		}
+		if got := a.Slots(); got != 0 {
+			t.Errorf("slots in use after refusals = %d, want 0", got)
+		}
+	})
+}
+
+// TestCheck checks who passes: unix clients always, unknown clients
+// never, TCP clients by the access lists and per_source; and that
+// Running and the slots follow admissions and releases.
+func TestCheck(t *testing.T) {
+	rec := testkit.NewRecorder(t)
+	log := rec.Logger()
+	a := New()
+	a.Configure(10, 0)
+	svc := &config.Service{
+		Access: config.Access{OnlyFrom: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}},
+		Limits: config.Limits{PerSource: 1},
+	}
+	client := func(ip string) Client {
+		return Client{Addr: netip.MustParseAddr(ip), Remote: ip + ":1"}
+	}
+	check := func(c Client) (func(), bool) {
+		t.Helper()
+		if !a.Acquire(context.Background()) {
+			t.Fatal("Acquire refused below the limit")
+		}
+		return a.Check(svc, c, log)
+	}
+	relUnix, ok := check(Client{Unix: true, Remote: "unix"})
+	if !ok {
+		t.Fatal("a unix client was refused")
+	}
+	if _, ok := check(Client{Remote: "?"}); ok {
+		t.Error("a client superd cannot identify was admitted")
+	}
+	if _, ok := check(client("198.51.100.1")); ok {
+		t.Error("a client outside only_from was admitted")
+	}
+	rel1, ok := check(client("192.0.2.1"))
+	if !ok {
+		t.Fatal("an allowed client was refused")
+	}
+	if _, ok := check(client("192.0.2.1")); ok {
+		t.Error("a second client of one source was admitted with per_source = 1")
+	}
+	rel2, ok := check(client("192.0.2.2"))
+	if !ok {
+		t.Fatal("a client of another source was refused")
+	}
+	if got, slots := a.Running(), a.Slots(); got != 3 || slots != 3 {
+		t.Errorf("Running, Slots = %d, %d with three clients admitted; want 3, 3", got, slots)
+	}
+	rel1()
+	if _, ok := check(client("192.0.2.1")); !ok {
+		t.Error("a client whose source's place was given back was refused")
+	}
+	relUnix()
+	rel2()
+	for _, reason := range []string{"unknown peer", "access", "per_source"} {
+		if n := rec.Count(testkit.Match("refused", "reason", reason)); n != 1 {
+			t.Errorf("%d refused lines with reason %q, want 1", n, reason)
+		}
+	}
+	if got := a.Running(); got != 1 {
+		t.Errorf("Running = %d, want 1 (the last client)", got)
 	}
 }

@@ -1,7 +1,17 @@
-package services
+// Package socket is one bound socket of superd's, and the raw operations
+// its serve loops need: bind (removing a stale unix socket file first),
+// listen(2) again for a new backlog, a symlink-proof chmod of a unix
+// socket, accept4 straight into a blocking close-on-exec descriptor for a
+// handler, readiness waits that take nothing (wait mode), a blocking
+// duplicate for a wait-mode handler, a peek at a datagram queue's head,
+// and a deadline interrupt; and who is on the other end of an accepted
+// connection (Peer), with the UCSPI variables a handler gets.
+//
+// The package deliberately starts no goroutine and does not loop, retry,
+// log or decide anything: the services Listener that owns a Socket does.
+package socket
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -17,12 +27,16 @@ import (
 	"github.com/superd/superd/config"
 )
 
-// Socket owns one bound socket: a listening stream socket or a bound
-// datagram socket. It outlives the Service values that serve it, so a
-// reload that keeps a service's address keeps its socket and the
-// connections waiting in its backlog.
+// Socket is one bound socket: a listening stream socket or a bound
+// datagram socket. Whoever binds it closes it; in superd that is its
+// Listener, which serves it from one goroutine, so that a reload that
+// keeps a service's address keeps the socket and the connections waiting
+// in its backlog. Its methods are safe to call from several goroutines,
+// but a Socket is meant to have one user.
 //
-// The supervisor that binds a Socket closes it. Services only borrow it.
+// Descriptors: ln or pc (package net's), and lf, a duplicate of a
+// stream socket, all closed by Close. DupBlocking and AcceptRaw return
+// descriptors that the caller owns.
 type Socket struct {
 	key config.ListenKey
 	ln  net.Listener   // stream sockets; nil for datagram sockets
@@ -38,23 +52,16 @@ type Socket struct {
 	// for stream sockets, pc's for datagram sockets.
 	raw syscall.RawConn
 
-	// adm is the admission state of whichever Service serves the socket.
-	adm *admission
-
-	// busy holds one token while a wait-mode handler owns the socket, so
-	// that no Service watches it meanwhile, not even the Service that
-	// replaces the one that started the handler.
-	busy chan struct{}
-
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool // set before the descriptors close
 }
 
 // Bind creates the socket for key. backlog zero keeps the system maximum;
-// mode zero leaves a unix socket's mode as the umask made it.
+// mode zero leaves a unix socket's mode as the umask made it. Its error
+// is the system's, as package net reports it (address in use, say).
 func Bind(key config.ListenKey, backlog int, mode os.FileMode) (*Socket, error) {
-	s := &Socket{key: key, busy: make(chan struct{}, 1), adm: newAdmission()}
+	s := &Socket{key: key}
 	var err error
 	if key.Stream() {
 		err = s.bindStream()
@@ -232,13 +239,23 @@ func (s *Socket) Close() error {
 // Closed reports whether Close has been called.
 func (s *Socket) Closed() bool { return s.closed.Load() }
 
-// interrupt makes a blocked Accept, ReadFrom or readiness wait return
-// os.ErrDeadlineExceeded without closing the socket: the way a Service
-// stops serving a socket that a successor keeps.
-func (s *Socket) interrupt() { s.setDeadline(time.Unix(1, 0)) }
+// Listener is the stream socket as a net.Listener (nil for a datagram
+// socket), for in-process services that want net.Conns. Do not close it:
+// Close does.
+func (s *Socket) Listener() net.Listener { return s.ln }
 
-// clearInterrupt undoes interrupt.
-func (s *Socket) clearInterrupt() { s.setDeadline(time.Time{}) }
+// PacketConn is the datagram socket as a net.PacketConn (nil for a
+// stream socket). Do not close it: Close does.
+func (s *Socket) PacketConn() net.PacketConn { return s.pc }
+
+// Interrupt makes a blocked Accept, ReadFrom or readiness wait, and every
+// later one, return os.ErrDeadlineExceeded without closing the socket,
+// until ClearInterrupt: the way a Listener ends the loop of a mode the
+// socket leaves, keeping the clients in its backlog.
+func (s *Socket) Interrupt() { s.setDeadline(time.Unix(1, 0)) }
+
+// ClearInterrupt undoes Interrupt.
+func (s *Socket) ClearInterrupt() { s.setDeadline(time.Time{}) }
 
 func (s *Socket) setDeadline(t time.Time) {
 	switch {
@@ -252,18 +269,18 @@ func (s *Socket) setDeadline(t time.Time) {
 	}
 }
 
-// setNonblock puts the shared file description back in non-blocking
+// SetNonblock puts the shared file description back in non-blocking
 // mode: handlers started in wait mode get it blocking and may leave it
-// either way, and superd's readiness waits need it non-blocking.
-func (s *Socket) setNonblock() error {
+// either way, and readiness waits and accepts need it non-blocking.
+func (s *Socket) SetNonblock() error {
 	var serr error
 	err := s.raw.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) })
 	return errors.Join(err, serr)
 }
 
-// waitReadable blocks until the socket has a connection or datagram
+// WaitReadable blocks until the socket has a connection or datagram
 // waiting, without taking it: in wait mode the handler takes it.
-func (s *Socket) waitReadable() error {
+func (s *Socket) WaitReadable() error {
 	return s.rawErr(s.raw.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(pfd, 0)
@@ -281,14 +298,14 @@ func (s *Socket) rawErr(err error) error {
 	return err
 }
 
-// queueHead fingerprints what waits first on a datagram socket without
+// QueueHead fingerprints what waits first on a datagram socket without
 // taking it: the first datagram's sender, length, first bytes and kernel
 // receive time (so that identical datagrams, a client's retransmissions
 // say, still differ). "" means nothing waits. ok is false when the
 // socket cannot tell: stream sockets, whose accept queue shows only a
 // length, and a length cannot tell a handler that took a connection
 // while another came from one that took none.
-func (s *Socket) queueHead() (head string, ok bool) {
+func (s *Socket) QueueHead() (head string, ok bool) {
 	if s.pc == nil {
 		return "", false
 	}
@@ -317,15 +334,16 @@ func peekHead(fd int) (string, bool) {
 	return fmt.Sprintf("%v/%d/%q/%x", from, n, buf[:min(n, len(buf))], oob[:oobn]), true
 }
 
-// acceptRaw accepts one connection as a blocking, close-on-exec
+// AcceptRaw accepts one connection as a blocking, close-on-exec
 // descriptor that never enters Go's poller: it goes to a handler as is,
-// with no dup and no mode change. The caller owns fd.
-func (s *Socket) acceptRaw() (fd int, peer syscall.Sockaddr, err error) {
+// with no dup and no mode change. The caller owns fd; Describe tells who
+// is at sa.
+func (s *Socket) AcceptRaw() (fd int, sa syscall.Sockaddr, err error) {
 	rerr := s.raw.Read(func(lfd uintptr) bool {
 		for {
 			// syscall's, not x/sys's: that one asks SO_PROTOCOL of
 			// every connection.
-			fd, peer, err = syscall.Accept4(int(lfd), syscall.SOCK_CLOEXEC)
+			fd, sa, err = syscall.Accept4(int(lfd), syscall.SOCK_CLOEXEC)
 			switch err {
 			case unix.EINTR, unix.ECONNABORTED:
 				continue
@@ -341,14 +359,14 @@ func (s *Socket) acceptRaw() (fd int, peer syscall.Sockaddr, err error) {
 	if err != nil {
 		return -1, nil, os.NewSyscallError("accept4", err)
 	}
-	return fd, peer, nil
+	return fd, sa, nil
 }
 
-// dupBlocking returns a blocking close-on-exec duplicate of the socket,
+// DupBlocking returns a blocking close-on-exec duplicate of the socket,
 // for a wait-mode handler's stdin and stdout. The caller closes it. The
 // blocking flag lives on the shared file description, so the socket
-// itself is blocking until setNonblock.
-func (s *Socket) dupBlocking() (*os.File, error) {
+// itself is blocking until SetNonblock.
+func (s *Socket) DupBlocking() (*os.File, error) {
 	var nfd int
 	var derr error
 	err := s.raw.Control(func(fd uintptr) {
@@ -364,17 +382,3 @@ func (s *Socket) dupBlocking() (*os.File, error) {
 	}
 	return os.NewFile(uintptr(nfd), s.key.String()), nil
 }
-
-// acquire takes the socket's busy token, waiting while a wait-mode
-// handler owns the socket.
-func (s *Socket) acquire(ctx context.Context) error {
-	select {
-	case s.busy <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// release returns the busy token.
-func (s *Socket) release() { <-s.busy }

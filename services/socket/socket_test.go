@@ -1,7 +1,6 @@
-package services
+package socket
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -14,7 +13,42 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/testkit"
 )
+
+// testTimeout bounds every wait in these tests: a bound for "never".
+const testTimeout = testkit.Timeout
+
+// bindSock binds a socket and closes it at cleanup.
+func bindSock(t *testing.T, network, address string) *Socket {
+	t.Helper()
+	s, err := Bind(config.ListenKey{Network: network, Address: address}, 0, 0)
+	if err != nil {
+		t.Fatalf("Bind(%s, %s): %v", network, address, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// dial connects to addr with a deadline for the whole exchange.
+func dial(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	return testkit.DialNetwork(t, network, addr)
+}
+
+// sockDir returns a directory whose paths fit in a sockaddr_un.
+func sockDir(t *testing.T) string {
+	t.Helper()
+	if d := t.TempDir(); len(d) < 80 {
+		return d
+	}
+	d, err := os.MkdirTemp("", "sd")
+	if err != nil {
+		t.Fatalf("MkdirTemp: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
 
 // fdFlags returns the F_GETFL flags of the socket's shared file
 // description. It goes through the RawConn, since (*os.File).Fd would
@@ -58,7 +92,7 @@ type acceptResult struct {
 func acceptAsync(s *Socket) chan acceptResult {
 	ch := make(chan acceptResult, 1)
 	go func() {
-		fd, sa, err := s.acceptRaw()
+		fd, sa, err := s.AcceptRaw()
 		ch <- acceptResult{fd, sa, err}
 	}()
 	return ch
@@ -79,7 +113,7 @@ func awaitAccept(t *testing.T, ch chan acceptResult) acceptResult {
 }
 
 func TestBindTCP(t *testing.T) {
-	s := bind(t, "tcp", "127.0.0.1:0")
+	s := bindSock(t, "tcp", "127.0.0.1:0")
 	if got := s.Key(); got != (config.ListenKey{Network: "tcp", Address: "127.0.0.1:0"}) {
 		t.Errorf("Key() = %v, want tcp/127.0.0.1:0", got)
 	}
@@ -111,9 +145,9 @@ func TestBindTCP(t *testing.T) {
 		t.Errorf("acceptRaw peer = %v, want the client's address %v", peerAddr, want)
 	}
 
-	p := describe(r.fd, r.peer)
-	want := peer{proto: "TCP", local: apOf(s.Addr()), remote: apOf(c.LocalAddr())}
-	if p.proto != want.proto || p.local != want.local || p.remote != want.remote || p.cred != nil {
+	p := describeAt(r.fd, r.peer, netip.AddrPort{})
+	want := Peer{Proto: "TCP", Local: apOf(s.Addr()), Remote: apOf(c.LocalAddr())}
+	if p.Proto != want.Proto || p.Local != want.Local || p.Remote != want.Remote || p.Cred != nil {
 		t.Errorf("describe = %+v, want %+v", *p, want)
 	}
 
@@ -144,14 +178,14 @@ func TestBindTCP6Mapped(t *testing.T) {
 	if _, ok := r.peer.(*syscall.SockaddrInet6); !ok {
 		t.Fatalf("peer is %T, want a SockaddrInet6 from a dual-stack socket", r.peer)
 	}
-	p := describe(r.fd, r.peer)
-	if want := apOf(c.LocalAddr()); p.remote != want || !p.local.Addr().Is4() {
-		t.Errorf("describe = remote %v local %v, want remote %v and an IPv4 local address", p.remote, p.local, want)
+	p := describeAt(r.fd, r.peer, netip.AddrPort{})
+	if want := apOf(c.LocalAddr()); p.Remote != want || !p.Local.Addr().Is4() {
+		t.Errorf("describe = remote %v local %v, want remote %v and an IPv4 local address", p.Remote, p.Local, want)
 	}
 }
 
 func TestBindUDP(t *testing.T) {
-	s := bind(t, "udp", "127.0.0.1:0")
+	s := bindSock(t, "udp", "127.0.0.1:0")
 	if s.Key().Stream() || s.ln != nil || s.pc == nil {
 		t.Fatalf("udp socket: ln=%v pc=%v, want a PacketConn only", s.ln, s.pc)
 	}
@@ -168,12 +202,12 @@ func TestBindUDP(t *testing.T) {
 // TestWaitReadable checks that waitReadable waits while nothing is
 // queued, returns when a datagram is, and leaves it for the handler.
 func TestWaitReadable(t *testing.T) {
-	s := bind(t, "udp", "127.0.0.1:0")
+	s := bindSock(t, "udp", "127.0.0.1:0")
 
 	// Nothing queued: it waits, until interrupt ends the wait.
 	done := make(chan error, 1)
-	go func() { done <- s.waitReadable() }()
-	s.interrupt()
+	go func() { done <- s.WaitReadable() }()
+	s.Interrupt()
 	select {
 	case err := <-done:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -182,9 +216,9 @@ func TestWaitReadable(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatalf("waitReadable did not return after interrupt")
 	}
-	s.clearInterrupt()
+	s.ClearInterrupt()
 
-	go func() { done <- s.waitReadable() }()
+	go func() { done <- s.WaitReadable() }()
 	c := dial(t, "udp", s.Addr().String())
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
@@ -198,7 +232,7 @@ func TestWaitReadable(t *testing.T) {
 		t.Fatalf("waitReadable did not return with a datagram queued")
 	}
 	// The datagram is still there, and a second wait returns at once.
-	if err := s.waitReadable(); err != nil {
+	if err := s.WaitReadable(); err != nil {
 		t.Fatalf("second waitReadable = %v", err)
 	}
 	s.pc.SetReadDeadline(time.Now().Add(testTimeout))
@@ -212,9 +246,9 @@ func TestWaitReadable(t *testing.T) {
 // TestWaitReadableStream checks that a pending connection makes a
 // listening socket readable without being accepted.
 func TestWaitReadableStream(t *testing.T) {
-	s := bind(t, "tcp", "127.0.0.1:0")
+	s := bindSock(t, "tcp", "127.0.0.1:0")
 	c := dial(t, "tcp", s.Addr().String())
-	if err := s.waitReadable(); err != nil {
+	if err := s.WaitReadable(); err != nil {
 		t.Fatalf("waitReadable with a pending connection: %v", err)
 	}
 	r := awaitAccept(t, acceptAsync(s))
@@ -252,12 +286,12 @@ func TestBindUnix(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("acceptRaw: %v", r.err)
 	}
-	p := describe(r.fd, r.peer)
-	if p.proto != "UNIX" || p.cred == nil {
+	p := describeAt(r.fd, r.peer, netip.AddrPort{})
+	if p.Proto != "UNIX" || p.Cred == nil {
 		t.Fatalf("describe = %+v, want UNIX with peer credentials", *p)
 	}
-	if int(p.cred.Pid) != os.Getpid() || int(p.cred.Uid) != os.Geteuid() || int(p.cred.Gid) != os.Getegid() {
-		t.Errorf("peer credentials = %+v, want this process (pid %d uid %d gid %d)", *p.cred, os.Getpid(), os.Geteuid(), os.Getegid())
+	if int(p.Cred.Pid) != os.Getpid() || int(p.Cred.Uid) != os.Geteuid() || int(p.Cred.Gid) != os.Getegid() {
+		t.Errorf("peer credentials = %+v, want this process (pid %d uid %d gid %d)", *p.Cred, os.Getpid(), os.Geteuid(), os.Getegid())
 	}
 	c.Close()
 
@@ -380,7 +414,7 @@ func checkUnixWorks(t *testing.T, network string, s *Socket) {
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatalf("send to the rebound socket: %v", err)
 	}
-	if err := s.waitReadable(); err != nil {
+	if err := s.WaitReadable(); err != nil {
 		t.Fatalf("waitReadable on the rebound socket: %v", err)
 	}
 }
@@ -423,9 +457,9 @@ func TestCloseIdempotent(t *testing.T) {
 			}
 			blocked := make(chan error, 1)
 			if network == "tcp" {
-				go func() { _, _, err := s.acceptRaw(); blocked <- err }()
+				go func() { _, _, err := s.AcceptRaw(); blocked <- err }()
 			} else {
-				go func() { blocked <- s.waitReadable() }()
+				go func() { blocked <- s.WaitReadable() }()
 			}
 			if err := s.Close(); err != nil {
 				t.Fatalf("first Close: %v", err)
@@ -456,11 +490,12 @@ func TestCloseIdempotent(t *testing.T) {
 
 // TestInterrupt checks that interrupt ends a blocked acceptRaw with
 // os.ErrDeadlineExceeded without closing the socket, and that
-// clearInterrupt makes it accept again.
+// clearInterrupt makes it accept again: how a Listener's mode change
+// ends the old mode's loop and keeps the clients in the backlog.
 func TestInterrupt(t *testing.T) {
-	s := bind(t, "tcp", "127.0.0.1:0")
+	s := bindSock(t, "tcp", "127.0.0.1:0")
 	ch := acceptAsync(s)
-	s.interrupt()
+	s.Interrupt()
 	if r := awaitAccept(t, ch); !errors.Is(r.err, os.ErrDeadlineExceeded) {
 		t.Fatalf("blocked acceptRaw after interrupt = %v, want os.ErrDeadlineExceeded", r.err)
 	}
@@ -469,7 +504,7 @@ func TestInterrupt(t *testing.T) {
 	if r := awaitAccept(t, acceptAsync(s)); !errors.Is(r.err, os.ErrDeadlineExceeded) {
 		t.Fatalf("acceptRaw while interrupted = fd %d, %v; want os.ErrDeadlineExceeded", r.fd, r.err)
 	}
-	s.clearInterrupt()
+	s.ClearInterrupt()
 	r := awaitAccept(t, acceptAsync(s))
 	if r.err != nil {
 		t.Fatalf("acceptRaw after clearInterrupt: %v", r.err)
@@ -478,11 +513,11 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("accepted %v, want the client that waited through the interrupt %v", p, c.LocalAddr())
 	}
 	// The net.Listener (built-in services) is interrupted as well.
-	s.interrupt()
+	s.Interrupt()
 	if _, err := s.ln.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("Listener.Accept while interrupted = %v, want os.ErrDeadlineExceeded", err)
 	}
-	s.clearInterrupt()
+	s.ClearInterrupt()
 }
 
 // TestDupBlocking checks the wait-mode handoff: the duplicate is blocking
@@ -491,8 +526,8 @@ func TestInterrupt(t *testing.T) {
 func TestDupBlocking(t *testing.T) {
 	for _, network := range []string{"tcp", "udp"} {
 		t.Run(network, func(t *testing.T) {
-			s := bind(t, network, "127.0.0.1:0")
-			f, err := s.dupBlocking()
+			s := bindSock(t, network, "127.0.0.1:0")
+			f, err := s.DupBlocking()
 			if err != nil {
 				t.Fatalf("dupBlocking: %v", err)
 			}
@@ -509,7 +544,7 @@ func TestDupBlocking(t *testing.T) {
 			if fdFlags(t, s)&unix.O_NONBLOCK != 0 {
 				t.Errorf("the socket is still non-blocking after dupBlocking, want the shared description blocking")
 			}
-			if err := s.setNonblock(); err != nil {
+			if err := s.SetNonblock(); err != nil {
 				t.Fatalf("setNonblock: %v", err)
 			}
 			if fdFlags(t, s)&unix.O_NONBLOCK == 0 {
@@ -521,33 +556,6 @@ func TestDupBlocking(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestSocketBusy checks the wait-mode token: one holder at a time, and a
-// waiter gives up when its context ends.
-func TestSocketBusy(t *testing.T) {
-	s := bind(t, "udp", "127.0.0.1:0")
-	ctx := context.Background()
-	if err := s.acquire(ctx); err != nil {
-		t.Fatalf("first acquire: %v", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if err := s.acquire(cctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("acquire while held = %v, want context.DeadlineExceeded", err)
-	}
-	got := make(chan error, 1)
-	go func() { got <- s.acquire(ctx) }()
-	s.release()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("acquire after release: %v", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatalf("acquire did not return after release")
-	}
-	s.release()
 }
 
 // TestChmodSocketSymlink checks that a symlink planted where the socket

@@ -1,10 +1,11 @@
-package services
+package proc
 
 import (
 	"bytes"
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,11 +15,11 @@ import (
 // signals. But once the leader is reaped, the group's number alone is no
 // safe address: when the group empties, any new process that starts a
 // session can take the number, and kill(-pgid) would reach a stranger.
-// So Procs records the leftover members themselves, by pidfd, which
+// So the Table records the leftover members themselves, by pidfd, which
 // always names the very process it was opened for.
 
 // leftovers holds the members of one exited handler's process group.
-// Only Procs, under its lock, uses it.
+// Only the Table, under its lock, uses it.
 type leftovers struct {
 	pgid    int
 	members []member
@@ -101,13 +102,43 @@ func (l *leftovers) signal(sig syscall.Signal) bool {
 	return len(alive) > 0
 }
 
+// leftoverCheck is how often watchLeftovers looks for leftovers that
+// are gone. They are not superd's children: no wait tells.
+const leftoverCheck = 250 * time.Millisecond
+
+// watchLeftovers forgets leftover processes once they are gone, closing
+// their pidfds, and ends when none is left. The reaper that records the
+// first leftover starts it; Wait waits for it.
+func (t *Table) watchLeftovers() {
+	tick := time.NewTicker(leftoverCheck)
+	defer tick.Stop()
+	for range tick.C {
+		t.mu.Lock()
+		t.pruneLocked()
+		if len(t.groups) == 0 {
+			t.watching = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+	}
+}
+
+func (t *Table) pruneLocked() {
+	for g, l := range t.groups {
+		if !l.signal(0) {
+			delete(t.groups, g)
+		}
+	}
+}
+
 // ReapOrphans waits for the zombie children of superd that are not
 // handlers: processes that handlers left behind and that the kernel gave
 // to superd because it runs as PID 1 (of a container, say), where nobody
 // else would reap them. Handlers are left to their own reapers.
-func (p *Procs) ReapOrphans() {
-	p.startMu.Lock()
-	defer p.startMu.Unlock()
+func (t *Table) ReapOrphans() {
+	t.startMu.Lock()
+	defer t.startMu.Unlock()
 	self := os.Getpid()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -118,9 +149,9 @@ func (p *Procs) ReapOrphans() {
 		if err != nil || !zombieChildOf(pid, self) {
 			continue
 		}
-		p.mu.Lock()
-		_, handler := p.procs[pid]
-		p.mu.Unlock()
+		t.mu.Lock()
+		_, handler := t.procs[pid]
+		t.mu.Unlock()
 		if !handler {
 			var ws syscall.WaitStatus
 			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)

@@ -1,0 +1,463 @@
+// Package proc is superd's process table: it starts handler processes,
+// reaps each one, enforces its timeout on the whole process group, logs
+// its stderr lines and its exit, keeps track of the processes it leaves
+// behind (by pidfd), reaps the orphans the kernel hands superd when it
+// runs as PID 1, and runs the shutdown sequence (SIGTERM, grace, SIGKILL)
+// as one call.
+//
+// The package deliberately does not know about sockets, services or
+// admission: the caller builds the command (its stdin and stdout are
+// the client's socket), and learns of the exit through the Exited
+// function it put in its own Request. It does not decide when to start
+// a handler, and it never retries a start.
+//
+// One Table serves every service of a superd process: a handler of a
+// service that a reload removed is still reaped, logged and signalled at
+// shutdown.
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/superd/superd/services/confine"
+)
+
+// killDelay is how long a handler that outlived its timeout has between
+// SIGTERM and SIGKILL.
+const killDelay = 5 * time.Second
+
+// Shutdown's waits after the grace: for the SIGKILL to take effect, and
+// for stderr pipes cut by closePipes to close.
+const (
+	killWait  = 5 * time.Second
+	pipesWait = time.Second
+)
+
+// Table tracks every running handler process.
+//
+// Goroutines: the Table owns one goroutine per running handler, which
+// waits for it (every Start has exactly one Wait) and calls its Exited;
+// one per stderr pipe, which logs the handler's lines and closes the
+// pipe at the latest stderrDrainMax after the reap (processes the
+// handler left may hold it forever); and, while handlers have left
+// processes behind, one that watches those (watchLeftovers). Wait waits
+// for all of them; none outlives its handler by more than the drain and
+// the leftovers it watches.
+//
+// Descriptors: the Table owns the read ends of stderr pipes and of the
+// trampoline's report pipes, and the pidfds of leftovers; it closes them
+// itself. The files a Request carries stay the caller's.
+type Table struct {
+	startMu sync.Mutex // held from a handler's start to its registration
+	// shutdown is set by Shutdown, under startMu: no start after it.
+	shutdown bool
+
+	mu    sync.Mutex
+	procs map[int]struct{} // pids of running handlers (= their process groups)
+	// groups holds, by process group, the members left behind by
+	// handlers that have been reaped (see leftovers.go); Signal and the
+	// timeout reach them too, entries go once their members are gone.
+	groups map[int]*leftovers
+	// watching is true while the goroutine that forgets leftovers once
+	// they are gone runs (watchLeftovers); it ends when groups is empty.
+	watching bool
+	pipes    map[*stderrPipe]struct{} // stderr pipes still open
+	// freed is closed (and replaced) whenever superd has closed
+	// descriptors of a handler: its pidfd at the reap, its stderr pipe.
+	// Callers short of descriptors wait for it (see Released).
+	freed chan struct{}
+	// active counts the goroutines the Table owns; idle is closed when
+	// active drops to zero and replaced when it rises from zero, so that
+	// Wait needs no goroutine of its own.
+	active int
+	idle   chan struct{}
+}
+
+// New returns an empty process table.
+func New() *Table {
+	idle := make(chan struct{})
+	close(idle)
+	return &Table{
+		procs:  make(map[int]struct{}),
+		groups: make(map[int]*leftovers),
+		pipes:  make(map[*stderrPipe]struct{}),
+		freed:  make(chan struct{}),
+		idle:   idle,
+	}
+}
+
+// addLocked counts n more goroutines that Wait waits for; each calls
+// goDone when it ends. t.mu is held.
+func (t *Table) addLocked(n int) {
+	if t.active == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.active += n
+}
+
+// goDone counts out one goroutine of addLocked.
+func (t *Table) goDone() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.active--; t.active == 0 {
+		close(t.idle)
+	}
+}
+
+// Released returns a channel that is closed the next time superd closes
+// descriptors of a handler. Take it before the attempt that may fail for
+// want of descriptors, so that a release in between is not missed.
+func (t *Table) Released() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.freed
+}
+
+// releasedLocked wakes whoever waits in Released.
+func (t *Table) releasedLocked() {
+	close(t.freed)
+	t.freed = make(chan struct{})
+}
+
+// Request is one handler to start. The caller builds it and keeps
+// ownership of everything in it: the Table closes none of Cmd's files
+// and calls Exited exactly once.
+type Request struct {
+	// Cmd is the handler command; it must start a new session
+	// (SysProcAttr.Setsid), so that its pid is its process group. Its
+	// Stderr is set by Start when LogStderr is set or Stderr is nil.
+	Cmd *exec.Cmd
+	// Log carries the service attribute; start, stderr, timeout and exit
+	// lines go there.
+	Log *slog.Logger
+	// Remote is the client, for the log; "" in wait mode, where superd
+	// never sees one.
+	Remote string
+	// LogStderr gives the handler a pipe as stderr and logs every line
+	// written to it. Otherwise a nil Cmd.Stderr becomes /dev/null.
+	LogStderr bool
+	// Timeout, when positive, sends SIGTERM to the handler's process
+	// group after it, and SIGKILL killDelay later.
+	Timeout time.Duration
+	// Confined marks a start through the confinement trampoline, which
+	// reports a failure before the handler's exec on confine.ReportFD;
+	// Exe is the running superd binary, which the trampoline is executed
+	// from (as confine.ExeFD). The Table does not close Exe.
+	Confined bool
+	Exe      *os.File
+	// Exited, when set, is called once the handler has been reaped,
+	// before its exit is logged, on the Table's reaper goroutine: it is
+	// the caller's own code (freeing its admission slots, or handing a
+	// wait-mode socket back to its serve loop) and must not block. It is
+	// not called when Start fails.
+	Exited func()
+}
+
+// ErrReported is Start's error when the confinement trampoline started
+// but could not exec the handler: the failure has been logged
+// (start_failed), and the handler is reaped as usual, so Exited is
+// still called.
+var ErrReported = errors.New("handler could not be started (reported by the trampoline)")
+
+// ErrNoExe is Start's error for a confined start without an Exe.
+var ErrNoExe = errors.New("the running superd binary is not open (Runtime.Exe): cannot start the confinement trampoline")
+
+// ErrShutdown is Start's error once Shutdown has been called.
+var ErrShutdown = errors.New("superd is shutting down: no handler starts any more")
+
+// Start starts req.Cmd in a new session and reaps it in a goroutine of
+// its own. The caller still owns (and closes) the files it put in Cmd:
+// once Start returns, closing them leaves the handler its own copies. On
+// an error other than ErrReported nothing was started and Exited is not
+// called. It logs the start (start) before the reaper exists, so that
+// start always precedes stderr and exit in the log.
+func (t *Table) Start(req Request) (pid int, err error) {
+	if req.Confined && req.Exe == nil {
+		return 0, ErrNoExe
+	}
+	if !req.LogStderr && req.Cmd.Stderr == nil {
+		// Opened here rather than by os/exec, so that forkNearLimit
+		// knows the number of every descriptor the child gets.
+		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return 0, fmt.Errorf("stderr: %w", err)
+		}
+		req.Cmd.Stderr = null
+		defer null.Close()
+	}
+	var rd *os.File
+	if req.LogStderr {
+		r, w, err := logPipe()
+		if err != nil {
+			return 0, fmt.Errorf("stderr pipe: %w", err)
+		}
+		req.Cmd.Stderr = w
+		defer w.Close()
+		rd = r
+	}
+	var report *os.File
+	if req.Confined {
+		r, w, err := logPipe()
+		if err != nil {
+			if rd != nil {
+				rd.Close()
+			}
+			return 0, fmt.Errorf("trampoline pipe: %w", err)
+		}
+		// Go's child puts every file of the start in place before the
+		// exec, whatever their numbers in superd: the exe is at
+		// confine.ExeFD when the kernel resolves confine.TrampolinePath.
+		req.Cmd.ExtraFiles = confine.ExtraFiles(w, req.Exe)
+		// Closed right after Start, so the report's end of file comes
+		// with the trampoline's exec.
+		defer w.Close()
+		report = r
+	}
+	closeOurs := func() {
+		if rd != nil {
+			rd.Close()
+		}
+		if report != nil {
+			report.Close()
+		}
+	}
+	began := time.Now()
+	// startMu makes start and register one step for ReapOrphans, which
+	// must never take a handler that exited before it was registered.
+	// Go serializes forks anyway.
+	t.startMu.Lock()
+	if t.shutdown {
+		t.startMu.Unlock()
+		closeOurs()
+		return 0, ErrShutdown
+	}
+	if err := req.Cmd.Start(); err != nil {
+		t.startMu.Unlock()
+		closeOurs()
+		return 0, forkNearLimit(req.Cmd, err)
+	}
+	pid = req.Cmd.Process.Pid
+	var errPipe *stderrPipe
+	if rd != nil {
+		errPipe = &stderrPipe{rd: rd, done: make(chan struct{})}
+	}
+	t.mu.Lock()
+	t.procs[pid] = struct{}{}
+	t.addLocked(1) // the reaper
+	if errPipe != nil {
+		t.pipes[errPipe] = struct{}{}
+		t.addLocked(1) // the stderr logger
+	}
+	t.mu.Unlock()
+	t.startMu.Unlock()
+
+	who := []any{"pid", pid}
+	if req.Remote != "" {
+		who = append(who, "remote", req.Remote)
+	}
+	// Logged here, before the reaper and the stderr logger exist, so
+	// that start always precedes stderr and exit in the log.
+	log := req.Log
+	log.Info("start", who...)
+	if errPipe != nil {
+		go func() {
+			defer t.goDone()
+			t.logStderr(errPipe, log, pid)
+		}()
+	}
+	go func() {
+		defer t.goDone()
+		t.reap(req, pid, who, began, errPipe)
+	}()
+	if report != nil {
+		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
+		if msg := readReport(report); msg != "" {
+			log.Error("start_failed", append(slices.Clip(who), "err", msg)...)
+			return pid, ErrReported
+		}
+	}
+	return pid, nil
+}
+
+// reap waits for one handler, enforcing its timeout on the whole process
+// group, calls its Exited, drains its stderr pipe (errPipe, nil without
+// one), and logs its exit.
+func (t *Table) reap(req Request, pid int, who []any, began time.Time, errPipe *stderrPipe) {
+	log := req.Log
+	stopTimers := func() {}
+	if req.Timeout > 0 {
+		term := time.AfterFunc(req.Timeout, func() {
+			log.Warn("timeout", append(slices.Clip(who), "after", req.Timeout)...)
+			t.signalGroup(pid, syscall.SIGTERM)
+		})
+		kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(pid, syscall.SIGKILL) })
+		// Once the timeout has struck, the SIGKILL stays due even if the
+		// leader died of the SIGTERM: the rest of its group may not have.
+		// The timer keeps no goroutine: it ends on its own.
+		stopTimers = func() {
+			if term.Stop() {
+				kill.Stop()
+			}
+		}
+	}
+	err := req.Cmd.Wait()
+	stopTimers()
+	left := findLeftovers(pid)
+	t.mu.Lock()
+	delete(t.procs, pid)
+	t.releasedLocked() // Wait closed the pidfd
+	if left != nil {
+		t.groups[pid] = left
+		if !t.watching {
+			t.watching = true
+			t.addLocked(1)
+			go func() {
+				defer t.goDone()
+				t.watchLeftovers()
+			}()
+		}
+	}
+	t.mu.Unlock()
+	if req.Exited != nil {
+		req.Exited()
+	}
+	if errPipe != nil {
+		// The handler's last lines come before its exit line; a process
+		// it left holding the pipe delays that by stderrDrainMax at most.
+		errPipe.drain()
+	}
+	status := exitStatus(req.Cmd.ProcessState, err)
+	took := time.Since(began).Round(time.Microsecond)
+	log.Info("exit", append(slices.Clip(who), "status", status, "duration", took)...)
+}
+
+// exitStatus describes how a handler ended: its exit code, or the signal
+// that killed it.
+func exitStatus(ps *os.ProcessState, err error) string {
+	if ps == nil {
+		return err.Error()
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal:" + unix.SignalName(ws.Signal())
+	}
+	return fmt.Sprint(ps.ExitCode())
+}
+
+// signalGroup sends sig to a handler's process group while its leader
+// runs, and afterwards to the members it left (and nobody else).
+func (t *Table) signalGroup(pgid int, sig syscall.Signal) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, running := t.procs[pgid]; running {
+		syscall.Kill(-pgid, sig)
+		return
+	}
+	if l := t.groups[pgid]; l != nil && !l.signal(sig) {
+		delete(t.groups, pgid)
+	}
+}
+
+// Count returns the number of running handlers.
+func (t *Table) Count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.procs)
+}
+
+// Signal sends sig to the process group of every running handler, and
+// to the groups of exited handlers that still have members.
+func (t *Table) Signal(sig syscall.Signal) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for pid := range t.procs {
+		syscall.Kill(-pid, sig)
+	}
+	for g, l := range t.groups {
+		if !l.signal(sig) {
+			delete(t.groups, g)
+		}
+	}
+}
+
+// Wait waits until every handler has been reaped, every stderr pipe has
+// been drained and every process a handler left behind is gone, or until
+// ctx is done, and then returns ctx's error. It starts no goroutine, so
+// a Wait that ends with its context leaves nothing behind. Handlers
+// started after Wait was called may or may not be waited for.
+func (t *Table) Wait(ctx context.Context) error {
+	t.mu.Lock()
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitFor is Wait with a timeout.
+func (t *Table) waitFor(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return t.Wait(ctx)
+}
+
+// Pending reports what Wait still waits for: handlers running, process
+// groups of exited handlers that still have members (leftovers), and
+// stderr pipes still open. At shutdown, it tells the log what the grace
+// is spent on. A pipe outlives its handler's reap by stderrDrainMax at
+// most; the pipe of a handler that cannot be reaped lasts until
+// Shutdown cuts it.
+func (t *Table) Pending() (handlers, leftovers, pipes int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	return len(t.procs), len(t.groups), len(t.pipes)
+}
+
+// Shutdown ends every handler: it logs what it waits for (terminating,
+// when anything runs), sends SIGTERM to every process group, waits up to
+// grace, then sends SIGKILL to what is left (kill_after_grace) and waits
+// killWait more, and finally cuts the stderr pipes that processes which
+// left their handler's group still hold. It returns an error when
+// handlers still run after all that. No handler starts once Shutdown has
+// been called (Start returns ErrShutdown); the caller stops its serve
+// loops first, so that none tries.
+func (t *Table) Shutdown(grace time.Duration, log *slog.Logger) error {
+	t.startMu.Lock()
+	t.shutdown = true
+	t.startMu.Unlock()
+	// Say what the grace is spent on: running handlers, processes they
+	// left behind in their groups, and stderr pipes still being read.
+	if n, left, pipes := t.Pending(); n+left+pipes > 0 {
+		log.Info("terminating", "count", n, "left_behind", left, "stderr_pipes", pipes, "grace", grace)
+	}
+	t.Signal(syscall.SIGTERM)
+	err := t.waitFor(grace)
+	if n, left, pipes := t.Pending(); err != nil && n+left > 0 {
+		log.Warn("kill_after_grace", "count", n, "left_behind", left, "stderr_pipes", pipes)
+		t.Signal(syscall.SIGKILL)
+		err = t.waitFor(killWait)
+	}
+	// What can outlive SIGKILL is a stderr pipe held by a process that
+	// left its handler's process group.
+	if err != nil {
+		t.closePipes()
+		if err := t.waitFor(pipesWait); err != nil {
+			return fmt.Errorf("shutdown: handlers still running after SIGKILL: %w", err)
+		}
+	}
+	return nil
+}
