@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,12 @@ func Run(args []string) error {
 	unix.Close(ExeFD)
 	unix.CloseOnExec(ReportFD)
 	runtime.LockOSThread()
+	// Once a tight nproc or as is in force, the Go runtime must not need
+	// another thread or another mapping before the exec: one P and no
+	// garbage collection (the trampoline allocates almost nothing) keep
+	// it from starting GC workers or new Ms.
+	runtime.GOMAXPROCS(1)
+	debug.SetGCPercent(-1)
 	err := run(args)
 	if _, werr := unix.Write(ReportFD, []byte(err.Error())); werr != nil {
 		fmt.Fprintln(os.Stderr, err)
