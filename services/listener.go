@@ -159,6 +159,28 @@ func Listen(svc *config.Service, rt *Runtime, log *slog.Logger) (*Listener, erro
 	if err != nil {
 		return nil, err
 	}
+	return start(svc, st, sock, rt, log), nil
+}
+
+// ListenOn serves svc on sock, a socket adopted rather than bound (one
+// systemd passed, see socket.FromFile), as Listen serves the socket it
+// binds: the Listener owns sock from now on, Close closes it, and so
+// does ListenOn when it fails. sock must have svc's identity.
+func ListenOn(svc *config.Service, sock *socket.Socket, rt *Runtime, log *slog.Logger) (*Listener, error) {
+	if sock.Key() != svc.Listen {
+		sock.Close()
+		return nil, fmt.Errorf("serve %s on the socket of %s: a Listener keeps its identity", svc.Listen, sock.Key())
+	}
+	st, err := newSettings(svc, rt, log)
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return start(svc, st, sock, rt, log), nil
+}
+
+// start makes the Listener of svc on sock and starts its serve goroutine.
+func start(svc *config.Service, st *settings, sock *socket.Socket, rt *Runtime, log *slog.Logger) *Listener {
 	l := &Listener{key: svc.Listen, sock: sock, rt: rt, base: log, adm: admit.New(),
 		done: make(chan struct{}), runChanged: make(chan struct{})}
 	l.root, l.stop = context.WithCancel(context.Background())
@@ -167,7 +189,7 @@ func Listen(svc *config.Service, rt *Runtime, log *slog.Logger) (*Listener, erro
 	l.cur.Store(st)
 	l.adm.Configure(svc.Limits.Instances, svc.Limits.Rate)
 	go l.serve()
-	return l, nil
+	return l
 }
 
 func (l *Listener) newEpoch(m Mode) *epoch {

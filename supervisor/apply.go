@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,8 +59,9 @@ type updated struct {
 // it bound, updates the others back), keeps the running set and returns
 // the error, which names the service. Step 1 cannot fail the apply, and
 // nothing after step 2 can.
-func (s *Supervisor) apply(next *config.Config) error {
-	p := diff(s.running(), next.Services)
+func (s *Supervisor) apply(next *config.Config) (changes, error) {
+	running := s.running()
+	p := diff(running, next.Services)
 	oldPending := s.pending
 	s.pending = make(map[string]*pending)
 
@@ -83,12 +85,14 @@ func (s *Supervisor) apply(next *config.Config) error {
 			s.rollback(bound, done)
 			s.pending = oldPending
 			s.armRetry()
-			return &updateError{service: svc.Name, listen: svc.Listen, err: err}
+			return changes{}, &updateError{service: svc.Name, listen: svc.Listen, err: err}
 		}
 		done = append(done, updated{l, prev})
 	}
 
+	removed := make([]string, 0, len(p.close))
 	for _, key := range p.close {
+		removed = append(removed, running[key].Name)
 		s.closeListener(key)
 	}
 
@@ -101,7 +105,32 @@ func (s *Supervisor) apply(next *config.Config) error {
 		}
 	}
 	s.armRetry()
-	return nil
+	return changes{added: nameList(p.bind), removed: list(removed), changed: nameList(p.update)}, nil
+}
+
+// changes is what an apply did, for the reloaded line: the services it
+// added (bound or pending), removed (closed) and changed (updated), each
+// a comma-separated list of names in diff's order, "-" when empty.
+type changes struct {
+	added, removed, changed string
+}
+
+// nameList lists the names of svcs as changes does.
+func nameList(svcs []*config.Service) string {
+	names := make([]string, len(svcs))
+	for i, svc := range svcs {
+		names[i] = svc.Name
+	}
+	return list(names)
+}
+
+// list joins names with commas; "-" for none, so that the field is
+// never empty in a log line.
+func list(names []string) string {
+	if len(names) == 0 {
+		return "-"
+	}
+	return strings.Join(names, ",")
 }
 
 // rollback undoes an apply whose update failed: it closes the Listeners
@@ -123,7 +152,11 @@ func (s *Supervisor) rollback(bound []*services.Listener, done []updated) {
 // bind starts a Listener for svc and records it; it logs the outcome and
 // returns nil when the socket could not be bound.
 func (s *Supervisor) bind(svc *config.Service) *services.Listener {
-	l, err := services.Listen(svc, s.opts.Runtime, s.log)
+	l := s.adopt(svc)
+	var err error
+	if l == nil {
+		l, err = services.Listen(svc, s.opts.Runtime, s.log)
+	}
 	if err != nil {
 		s.log.Error("bind_failed", "service", svc.Name, "listen", svc.Listen.String(), "err", err)
 		return nil
@@ -141,7 +174,7 @@ func (s *Supervisor) closeListener(key config.ListenKey) {
 	// Closing a socket superd bound cannot fail in a way worth acting on:
 	// the descriptor is gone either way.
 	l.Close()
-	s.log.Info("closed", "listen", key.String())
+	s.log.Info("closed", "service", l.Name(), "listen", key.String())
 }
 
 // postpone schedules another bind attempt for svc after delay.

@@ -50,6 +50,14 @@ type Options struct {
 	// ReapOrphans makes Run reap, on SIGCHLD, the orphans the kernel
 	// hands to superd when it runs as PID 1.
 	ReapOrphans bool
+	// Inherited are the sockets superd was started with (systemd's
+	// socket activation), each named as systemd names it (f.Name(): the
+	// FileDescriptorName=, or LISTEN_FD_N). Run's first apply serves a
+	// service on the one named after it, else on one whose protocol,
+	// address and port fit it, instead of binding; it closes the rest.
+	// The Supervisor owns them from New on: each is closed, adopted or
+	// not, by the time Run has bound its services. nil: none.
+	Inherited []*os.File
 }
 
 // Supervisor runs one configuration at a time.
@@ -64,6 +72,9 @@ type Supervisor struct {
 	// bound yet.
 	pending map[string]*pending
 	retry   *time.Timer
+	// inherited are the sockets of Options.Inherited not adopted yet;
+	// nil once Run's first apply is done.
+	inherited []*os.File
 	// reloadC holds at most one reload request: requests that arrive
 	// while one is pending or under way coalesce into one more reload.
 	reloadC chan struct{}
@@ -93,6 +104,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		cfg:       cfg,
 		listeners: make(map[config.ListenKey]*services.Listener),
 		pending:   make(map[string]*pending),
+		inherited: slices.Clone(opts.Inherited),
 		reloadC:   make(chan struct{}, 1),
 	}
 }
@@ -128,6 +140,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// Nothing runs yet, so nothing can need an update: this apply only
 	// binds, and cannot fail.
 	s.apply(s.cfg)
+	s.closeInherited()
 	s.opts.Notify("READY=1\n" + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
 
@@ -188,7 +201,8 @@ func (s *Supervisor) reload() {
 		s.log.Warn("log_settings_changed", "note", "log settings take effect when superd restarts")
 	}
 	s.warnClosing(next)
-	if err := s.apply(next); err != nil {
+	p, err := s.apply(next)
+	if err != nil {
 		var ue *updateError
 		name := ""
 		if errors.As(err, &ue) {
@@ -199,7 +213,8 @@ func (s *Supervisor) reload() {
 		return
 	}
 	s.cfg = next
-	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending))
+	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending),
+		"added", p.added, "removed", p.removed, "changed", p.changed)
 	s.opts.Notify("READY=1\n" + s.status())
 }
 

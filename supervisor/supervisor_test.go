@@ -317,7 +317,9 @@ func TestReload(t *testing.T) {
 	if want := "READY=1\nSTATUS=3 services running, 1 handlers"; st != want {
 		t.Errorf("state after reload = %q, want %q", st, want)
 	}
-	r.log.Wait(t, match("reloaded"))
+	// The reloaded line names what the reload did; moves moved, so its
+	// old identity closed and its new one was bound.
+	r.log.Wait(t, match("reloaded", "added", "moves,new", "removed", "gone,gonehandler,moves", "changed", "-"))
 
 	// keep: same socket, never re-bound, connections intact.
 	if n := r.log.Count(match("listening", "service", "keep")); n != 1 {
@@ -332,7 +334,7 @@ func TestReload(t *testing.T) {
 	// gone: port closed; its running handler still runs and is reaped.
 	refused(t, goneAddr)
 	refused(t, handlerAddr)
-	if l := r.log.Wait(t, match("closed", "listen", "tcp/127.0.0.2:0")); l.Level != slog.LevelInfo {
+	if l := r.log.Wait(t, match("closed", "service", "gone", "listen", "tcp/127.0.0.2:0")); l.Level != slog.LevelInfo {
 		t.Errorf("closed line %v", l)
 	}
 	fmt.Fprintln(h, "late")

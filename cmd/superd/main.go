@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/superd/superd/config"
@@ -111,6 +112,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	sigs := catchSignals()
 	defer sigs.release()
+	// Socket activation: the sockets systemd passed (LISTEN_FDS), taken
+	// before anything else can open a descriptor, and the variables
+	// unset so that no handler sees them. They come close-on-exec; the
+	// supervisor owns them from New on.
+	inherited := activation.Files(true)
 	if err := closeOnExecInherited(); err != nil {
 		fmt.Fprintln(stderr, "superd: cannot mark inherited descriptors close-on-exec:", err)
 		return 1
@@ -160,6 +166,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		Watchdog: watchdog,
 		// As PID 1 (of a container) superd inherits every orphan.
 		ReapOrphans: os.Getpid() == 1,
+		Inherited:   inherited,
 	})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
