@@ -7,7 +7,10 @@
 // one.
 //
 // The package does not bind sockets, start processes or log: it only reads
-// files and the user, group and services databases.
+// files (the configuration, and the first bytes of script handlers and
+// their interpreters), the user, group and services databases, and, for
+// a superd that is not root, what the kernel lets it bind and chown (see
+// Host).
 package config
 
 import (
@@ -83,6 +86,11 @@ type Service struct {
 	// SocketMode is applied to a unix socket after binding; zero leaves
 	// the mode the umask produced.
 	SocketMode os.FileMode
+	// SocketOwner is given to a unix socket after binding (socket_user
+	// and socket_group, as systemd's SocketUser= and SocketGroup=); the
+	// zero value, and every tcp or udp service, leaves the socket to
+	// superd's own uid and gid.
+	SocketOwner SocketOwner
 	// Backlog is the listen backlog; zero means the system maximum
 	// (net.core.somaxconn).
 	Backlog int
@@ -99,6 +107,37 @@ type Service struct {
 	Limits Limits
 	Access Access
 }
+
+// SocketOwner is who a unix socket belongs to once bound. Load resolved
+// the names; a superd that is not root was only allowed to name itself
+// and its own groups (unless it has CAP_CHOWN), as chown(2) demands.
+type SocketOwner struct {
+	// Uid is the socket's owner; used only when UidSet.
+	Uid    uint32
+	UidSet bool
+	// Gid is the socket's group; used only when GidSet.
+	Gid    uint32
+	GidSet bool
+}
+
+// ChownArgs returns o as chown(2) and fchownat(2) take it: -1 leaves
+// that id as it is. Both are -1 for the zero value, when no chown is
+// needed at all.
+func (o SocketOwner) ChownArgs() (uid, gid int) {
+	uid, gid = -1, -1
+	if o.UidSet {
+		uid = int(o.Uid)
+	}
+	if o.GidSet {
+		gid = int(o.Gid)
+	}
+	return uid, gid
+}
+
+// DefaultPath is the PATH a handler gets unless its env table sets one.
+// (services gives handlers this value; Load needs it to follow
+// "#!/usr/bin/env prog" lines the way env will.)
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Exec describes how to start a handler process.
 type Exec struct {

@@ -28,6 +28,11 @@ type Options struct {
 	// Perms selects the ownership and mode checks of the config files and
 	// the handlers; the zero value checks when Euid is 0.
 	Perms PermCheck
+	// Host answers what Load asks the running system about a superd
+	// that is not root (the ports it may bind, the groups it may give a
+	// socket to and executes handlers with); the zero value asks the
+	// real system.
+	Host Host
 }
 
 // Load reads the configuration at path, and the files it includes, for
@@ -52,8 +57,20 @@ func Load(path string) (*Config, error) {
 //     in lexical order; a glob matching nothing is fine; a file matched
 //     twice, or the main file itself, is read once. Included files hold
 //     only [services.*] tables and include nothing further.
+//   - A script handler's #! lines are followed as the kernel follows
+//     them, and an interpreter that cannot run is an error at path (see
+//     shebang.go); a relative interpreter is found from working_dir. An
+//     "env prog" whose prog is not on the handler's PATH is a warning.
+//   - When Euid is not 0, an enabled tcp or udp service on a port below
+//     net.ipv4.ip_unprivileged_port_start is an error unless superd has
+//     CAP_NET_BIND_SERVICE, and socket_user and socket_group may only
+//     name superd's own uid and groups unless it has CAP_CHOWN: `run`
+//     could not bind or chown. These ask the process Load runs in (see
+//     Host): `superd check` run by hand as that user, without the
+//     capabilities its service manager grants, may refuse what `run`
+//     would bind.
 func (o Options) Load(path string) (*Config, error) {
-	l := &loader{opts: o, rank: map[string]int{}, specKeys: specKeys()}
+	l := &loader{opts: o, rank: map[string]int{}, specKeys: specKeys(), host: o.Host.facts()}
 	cfg := l.load(path)
 	if len(l.errs) > 0 {
 		errs := l.sorted(l.errs)
@@ -108,6 +125,14 @@ type loader struct {
 	// handlers remembers what checkHandler found for each handler and
 	// identity.
 	handlers map[handlerKey][]error
+	// scripts remembers what checkScript found for each handler, identity,
+	// working folder and PATH.
+	scripts map[scriptKey]scriptFindings
+	// scriptMemo remembers what checkScript found about interpreters
+	// and the programs env runs.
+	scriptMemo *scriptMemo
+	// host asks Options.Host each question once.
+	host *hostFacts
 }
 
 // svcDef is one [services.NAME] table as written.

@@ -38,8 +38,9 @@ func writeFile(t testing.TB, dir, name, text string, mode os.FileMode) string {
 	return p
 }
 
-// configDir returns a fresh folder holding two files that configs refer
-// to relatively: "handler" (executable) and "notexec" (not).
+// configDir returns a fresh folder holding files that configs refer to
+// relatively: "handler" (executable), "notexec" (not) and "nointerp" (a
+// script whose interpreter does not exist).
 func configDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -51,6 +52,7 @@ func configDir(t *testing.T) string {
 	}
 	writeFile(t, dir, "handler", "#!/bin/sh\nexec cat\n", 0o755)
 	writeFile(t, dir, "notexec", "#!/bin/sh\n", 0o644)
+	writeFile(t, dir, "nointerp", "#!/nonexistent/interpreter\n", 0o755)
 	return dir
 }
 
@@ -437,14 +439,14 @@ func TestSupplementaryGroups(t *testing.T) {
 func TestNotRoot(t *testing.T) {
 	nobody := credOf(t, "nobody")
 	as := Options{Euid: int(nobody.Uid)}
-	cfg, _, err := loadText(t, as, "[services.s]\npath = \"/bin/cat\"\nport = 7\n")
+	cfg, _, err := loadText(t, as, "[services.s]\npath = \"/bin/cat\"\nport = 7000\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := service(t, cfg, "s").Exec.Cred; got.Set {
 		t.Errorf("no user, not root: Cred = %+v, want Set false (run as self)", got)
 	}
-	cfg, _, err = loadText(t, as, "[services.s]\npath = \"/bin/cat\"\nport = 7\nuser = \"nobody\"\n")
+	cfg, _, err = loadText(t, as, "[services.s]\npath = \"/bin/cat\"\nport = 7000\nuser = \"nobody\"\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,9 +546,10 @@ func TestMissingFile(t *testing.T) {
 }
 
 func TestLoadUsesOwnEuid(t *testing.T) {
-	// Built-ins only: valid whether or not the test runs as root.
+	// Built-ins only, on a port anyone may bind: valid whether or not
+	// the test runs as root.
 	dir := t.TempDir()
-	path := writeFile(t, dir, "services.toml", "[services.e]\nbuiltin = \"echo\"\nport = 7\n", 0o644)
+	path := writeFile(t, dir, "services.toml", "[services.e]\nbuiltin = \"echo\"\nport = 7000\n", 0o644)
 	if _, err := Load(path); err != nil {
 		t.Fatal(err)
 	}

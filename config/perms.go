@@ -372,32 +372,51 @@ type handlerKey struct {
 // service with the same handler and identity, so none is an *Error
 // (which report would modify).
 func handlerProblems(path string, c Cred) []error {
-	r := asRoot()
-	if c.Set {
-		r = runAs{uid: c.Uid, gid: c.Gid, who: c.User}
-	}
-	w, err := resolve(path)
-	if err != nil {
-		return []error{fmt.Errorf("handler %s: %v", path, err)}
+	w, findings := trustProblems(path, runAsOf(c))
+	if w == nil {
+		return []error{fmt.Errorf("handler %s: %v", path, findings[0])}
 	}
 	var errs []error
 	report := func(err error) {
 		errs = append(errs, fmt.Errorf("handler %s: %w", path, err))
 	}
-	entries, err := pathACL(w.final)
-	if err == nil {
-		err = unsafeFile(w.fi, entries, r)
-	}
-	if err != nil {
-		report(fmt.Errorf("%s%w", w.about(), err))
-	}
-	if err := w.unsafeWay(r); err != nil {
+	for _, err := range findings {
 		report(err)
 	}
 	if err := canExec(path, c); err != nil {
 		report(err)
 	}
 	return errs
+}
+
+// runAsOf is whose commands a handler run as c executes.
+func runAsOf(c Cred) runAs {
+	if c.Set {
+		return runAs{uid: c.Uid, gid: c.Gid, who: c.User}
+	}
+	return asRoot()
+}
+
+// trustProblems applies unsafeFile to the file at path (where its links
+// lead), to its folders and to the links on its way, for a file whose
+// contents run as r: a handler, or a handler's interpreter. When path
+// cannot be resolved, w is nil and the one error says why.
+func trustProblems(path string, r runAs) (w *walk, errs []error) {
+	w, err := resolve(path)
+	if err != nil {
+		return nil, []error{err}
+	}
+	entries, err := pathACL(w.final)
+	if err == nil {
+		err = unsafeFile(w.fi, entries, r)
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s%w", w.about(), err))
+	}
+	if err := w.unsafeWay(r); err != nil {
+		errs = append(errs, err)
+	}
+	return w, errs
 }
 
 // canExec tells whether the handler's user can reach and execute path,

@@ -125,7 +125,7 @@ func TestHandlerPerms(t *testing.T) {
 // the check whoever owns it.
 func TestPermsAutoFollowsEuid(t *testing.T) {
 	dir := configDir(t)
-	path := writeFile(t, dir, "services.toml", "[services.e]\nbuiltin = \"echo\"\nport = 7\n", 0o666)
+	path := writeFile(t, dir, "services.toml", "[services.e]\nbuiltin = \"echo\"\nport = 7000\n", 0o666)
 	if _, err := (Options{Euid: 0}).Load(path); err == nil {
 		t.Error("Euid 0: a world-writable config loaded")
 	}

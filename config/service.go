@@ -63,7 +63,7 @@ func (l *loader) build(def *svcDef, defaults *spec) *builder {
 	builtin, handlerOK := b.handlerKind()
 	network, stream, netOK := b.network()
 	if netOK {
-		svc.Listen, svc.SocketMode = b.listen(network)
+		svc.Listen, svc.SocketMode, svc.SocketOwner = b.listen(network)
 		svc.Wait = b.wait(stream, builtin)
 	}
 	switch {
@@ -138,18 +138,22 @@ func (b *builder) network() (network string, stream, ok bool) {
 	return proto, stream, true
 }
 
-// listen builds the socket identity; a zero key when it has errors.
-func (b *builder) listen(network string) (ListenKey, os.FileMode) {
+// listen builds the socket identity and, for a unix socket, its mode
+// and owner; a zero key when it has errors.
+func (b *builder) listen(network string) (ListenKey, os.FileMode, SocketOwner) {
 	if isUnixNet(network) {
-		return b.unixListen(network), b.sp.socketMode
+		return b.unixListen(network), b.sp.socketMode, b.socketOwner()
 	}
-	b.notOwn("socket_mode", "socket_mode applies only to unix sockets")
+	for _, k := range []string{"socket_mode", "socket_user", "socket_group"} {
+		b.notOwn(k, "%s applies only to unix sockets", k)
+	}
 	port, okPort := b.port(network)
 	host, okHost := b.host(network)
 	if !okPort || !okHost {
-		return ListenKey{}, 0
+		return ListenKey{}, 0, SocketOwner{}
 	}
-	return ListenKey{Network: network, Address: net.JoinHostPort(host, strconv.Itoa(port))}, 0
+	b.checkPortPrivilege(port)
+	return ListenKey{Network: network, Address: net.JoinHostPort(host, strconv.Itoa(port))}, 0, SocketOwner{}
 }
 
 // port resolves the port, by name for the network's transport.
@@ -301,6 +305,7 @@ func (b *builder) exec() Exec {
 	}
 	e.Cred = b.cred()
 	b.checkHandler(e)
+	b.checkScript(e)
 	return e
 }
 

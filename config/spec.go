@@ -35,6 +35,9 @@ type spec struct {
 	user  *account
 	group *groupID
 
+	socketUser  *account
+	socketGroup *groupID
+
 	path, argv0, workingDir, stderr string
 	args, env, passEnv              []string
 
@@ -98,6 +101,8 @@ func specKeys() []named[func(keyIn) error] {
 		{"protocol", func(k keyIn) (err error) { k.protocol, err = asOneOf(k.val, "protocol", protocols()...); return }},
 		{"address", func(k keyIn) (err error) { k.address, err = parseNonEmpty(k.val, "address"); return }},
 		{"socket_mode", func(k keyIn) error { m, err := parseOctal(k.val); k.socketMode = os.FileMode(m); return err }},
+		{"socket_user", func(k keyIn) (err error) { k.socketUser, err = k.account(); return }},
+		{"socket_group", func(k keyIn) (err error) { k.socketGroup, err = k.groupID(); return }},
 		{"wait", func(k keyIn) (err error) { k.wait, err = asBool(k.val); return }},
 		{"disabled", func(k keyIn) (err error) { k.disabled, err = asBool(k.val); return }},
 		{"user", func(k keyIn) (err error) { k.user, err = cachedLookup(&k.names.users, k.val, lookupAccount); return }},
@@ -121,6 +126,12 @@ func specKeys() []named[func(keyIn) error] {
 		{"limits", func(k keyIn) (err error) { k.rlimits, err = parseLimits(k.setting); return }},
 	}
 }
+
+// account resolves the key's value as a user, once per Load.
+func (k keyIn) account() (*account, error) { return cachedLookup(&k.names.users, k.val, lookupAccount) }
+
+// groupID resolves the key's value as a group, once per Load.
+func (k keyIn) groupID() (*groupID, error) { return cachedLookup(&k.names.groups, k.val, lookupGroup) }
 
 // serviceKeys lists every key of a service table (and of [defaults]).
 func serviceKeys() []string { return keyNames(specKeys()) }

@@ -159,6 +159,10 @@ func Listen(svc *config.Service, rt *Runtime, log *slog.Logger) (*Listener, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := sock.Chown(svc.SocketOwner.ChownArgs()); err != nil {
+		sock.Close()
+		return nil, err
+	}
 	return start(svc, st, sock, rt, log), nil
 }
 
@@ -172,6 +176,9 @@ func ListenOn(svc *config.Service, sock *socket.Socket, rt *Runtime, log *slog.L
 		return nil, fmt.Errorf("serve %s on the socket of %s: a Listener keeps its identity", svc.Listen, sock.Key())
 	}
 	st, err := newSettings(svc, rt, log)
+	if err == nil {
+		err = sock.Chown(svc.SocketOwner.ChownArgs())
+	}
 	if err != nil {
 		sock.Close()
 		return nil, err
@@ -241,6 +248,9 @@ func (l *Listener) Update(svc *config.Service) error {
 		return err
 	}
 	if err := l.sock.Reconfigure(svc.Backlog, svc.SocketMode); err != nil {
+		return err
+	}
+	if err := l.sock.Chown(svc.SocketOwner.ChownArgs()); err != nil {
 		return err
 	}
 	l.switchMu.Lock()

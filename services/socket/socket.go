@@ -198,22 +198,55 @@ func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
 	return nil
 }
 
+// Chown gives a unix socket's file the owner uid and group gid (-1
+// leaves one as it is), as systemd's SocketUser= and SocketGroup= do, and
+// only that socket file: the change goes through an O_PATH descriptor of
+// it, never through a path a symlink could redirect. Other sockets, and
+// uid = gid = -1, are left alone.
+func (s *Socket) Chown(uid, gid int) error {
+	if (uid < 0 && gid < 0) || (s.key.Network != "unix" && s.key.Network != "unixgram") {
+		return nil
+	}
+	fd, err := openSocketFile(s.key.Address)
+	if err != nil {
+		return fmt.Errorf("set socket owner: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+		return fmt.Errorf("set socket owner: %w", &os.PathError{Op: "chown", Path: s.key.Address, Err: err})
+	}
+	return nil
+}
+
+// openSocketFile opens the socket file at path as an O_PATH descriptor,
+// without following a symlink, and checks that it is still a socket.
+// The caller closes it.
+func openSocketFile(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s is no longer a socket: not changing it", path)
+	}
+	return fd, nil
+}
+
 // chmodSocket changes the mode of the socket file at path, and of
 // nothing else: not what a symlink planted in its place points to (root
 // would otherwise chmod any file for whoever can write the folder).
 func chmodSocket(path string, mode os.FileMode) error {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openSocketFile(path)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
+		return err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("%s is no longer a socket: not changing its mode", path)
-	}
 	// An O_PATH descriptor cannot fchmod; its /proc link reaches the
 	// very inode it holds.
 	if err := unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), uint32(mode.Perm())); err != nil {

@@ -589,3 +589,54 @@ func TestChmodSocketSymlink(t *testing.T) {
 		t.Errorf("symlink target's mode became %v", fi.Mode().Perm())
 	}
 }
+
+// TestChown checks socket_user/socket_group: the socket file gets the
+// owner, -1 leaves an id alone, and a symlink planted in its place is
+// not followed.
+func TestChown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	s, err := Bind(config.ListenKey{Network: "unix", Address: path}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	owner := func() (uint32, uint32) {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Uid, st.Gid
+	}
+	if err := s.Chown(65534, -1); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := owner(); uid != 65534 || gid != 0 {
+		t.Errorf("after Chown(65534, -1): %d:%d, want 65534:0", uid, gid)
+	}
+	if err := s.Chown(-1, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := owner(); uid != 65534 || gid != 65534 {
+		t.Errorf("after Chown(-1, 65534): %d:%d, want 65534:65534", uid, gid)
+	}
+	target := filepath.Join(dir, "victim")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Chown(65534, 65534); err == nil {
+		t.Error("Chown followed a symlink planted in place of the socket")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil || st.Uid != 0 {
+		t.Errorf("the symlink's target is owned by %d (%v), want 0", st.Uid, err)
+	}
+}
