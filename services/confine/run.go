@@ -41,10 +41,14 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("superd confine: %w", err)
 	}
+	env := os.Environ()
+	spareHeap()
 	if err := s.apply(); err != nil {
 		return fmt.Errorf("superd confine %s: %w", s.path, err)
 	}
-	err = syscall.Exec(s.path, s.argv, os.Environ())
+	// syscall.Exec, not a raw execve: it also puts back the NOFILE soft
+	// limit the process started with, which the handler must get.
+	err = syscall.Exec(s.path, s.argv, env)
 	return fmt.Errorf("exec %s: %w", s.path, err)
 }
 
@@ -113,4 +117,20 @@ func (s *settings) raiseHardLimits() error {
 		}
 	}
 	return nil
+}
+
+// spareHeap leaves free pages in the Go heap, mapped already, while
+// nothing is tight yet: once a small `as` is in force every new mapping
+// fails, and the C strings syscall.Exec allocates must not need one
+// ("runtime: out of memory" at the very exec). The collection runs here,
+// as root and before any limit, so its worker threads exist already;
+// with the collector off (Run) none runs again before the exec.
+func spareHeap() {
+	buf := make([]byte, 4<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	runtime.KeepAlive(buf)
+	buf = nil
+	runtime.GC()
 }
