@@ -12,10 +12,6 @@ import (
 	"github.com/superd/superd/services/proc"
 )
 
-// defaultPath is the PATH every handler gets unless env sets another: a
-// fixed, safe value rather than whatever superd was started with.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // Runtime is what every Listener shares: main builds it once.
 type Runtime struct {
 	// Procs is the process table that starts, reaps and logs every
@@ -76,7 +72,7 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 			sp.attr.Credential = &syscall.Credential{Uid: e.Cred.Uid, Gid: e.Cred.Gid, Groups: e.Cred.Groups}
 		}
 	}
-	sp.env = []string{"PATH=" + defaultPath, "SUPERD_SERVICE=" + svc.Name}
+	sp.env = []string{"PATH=" + config.DefaultPath, "SUPERD_SERVICE=" + svc.Name}
 	if e.Cred.User != "" {
 		sp.env = append(sp.env, "HOME="+e.Cred.Home, "USER="+e.Cred.User,
 			"LOGNAME="+e.Cred.User, "SHELL="+e.Cred.Shell)

@@ -58,7 +58,7 @@ func TestNewSpec(t *testing.T) {
 		return config.Exec{Path: "/usr/bin/env", Argv: []string{"env", "-0"}, Dir: "/tmp", Stderr: "log", Umask: -1}
 	}
 	credEnv := []string{"HOME=/nonexistent", "USER=nobody", "LOGNAME=nobody", "SHELL=/usr/sbin/nologin"}
-	fixed := []string{"PATH=" + defaultPath, "SUPERD_SERVICE=svc"}
+	fixed := []string{"PATH=" + config.DefaultPath, "SUPERD_SERVICE=svc"}
 	tests := []struct {
 		name     string
 		euid     int
@@ -165,7 +165,7 @@ func TestSpecCommand(t *testing.T) {
 			}}
 			sp := newSpec(svc, &Runtime{})
 			cmd := sp.command(f, []string{"PROTO=TCP", "TCPREMOTEIP=127.0.0.1"})
-			wantEnv := []string{"PATH=" + defaultPath, "SUPERD_SERVICE=svc", "PROTO=TCP", "TCPREMOTEIP=127.0.0.1", "PATH=/opt/bin"}
+			wantEnv := []string{"PATH=" + config.DefaultPath, "SUPERD_SERVICE=svc", "PROTO=TCP", "TCPREMOTEIP=127.0.0.1", "PATH=/opt/bin"}
 			if !slices.Equal(cmd.Env, wantEnv) {
 				t.Errorf("Env = %q, want %q", cmd.Env, wantEnv)
 			}
