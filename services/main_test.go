@@ -83,7 +83,11 @@ func newEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &testEnv{rec: rec, log: rec.Logger(), rt: &Runtime{Procs: proc.New(), Self: self, Exe: exe, Euid: os.Geteuid()}}
+	procs, err := proc.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{rec: rec, log: rec.Logger(), rt: &Runtime{Procs: procs, Self: self, Exe: exe, Euid: os.Geteuid()}}
 	t.Cleanup(func() {
 		defer exe.Close()
 		e.rt.Procs.Signal(unix.SIGKILL)

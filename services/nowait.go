@@ -18,10 +18,15 @@ import (
 // returns when ep ends (a mode change, or Close).
 func (l *Listener) serveNowait(ep *epoch) {
 	ctx := ep.ctx
-	// Each connection's checks and start run in a goroutine of their
-	// own, bounded by the instances slots, because starting a process
-	// blocks until the child has exec'd: the loop accepts the next
-	// client meanwhile. serveNowait waits for them before it returns.
+	// A connection's checks and start run in the loop itself: Go's
+	// vfork blocks only until the child's exec, forks are serialized
+	// process-wide anyway, and a goroutine per connection would cost
+	// more than it saves (its stack grows on every fork). A start
+	// through the confinement trampoline waits for the trampoline to
+	// exec the handler, a whole Go program start: that one runs in a
+	// goroutine of its own, bounded by the instances slots, and the
+	// loop accepts the next client meanwhile. serveNowait waits for
+	// those before it returns.
 	var (
 		wg    sync.WaitGroup
 		delay time.Duration
@@ -51,6 +56,10 @@ func (l *Listener) serveNowait(ep *epoch) {
 			continue
 		}
 		delay = 0
+		if st := ep.cur.Load(); st.spec == nil || !st.spec.confined {
+			fails.record(l.handle(ep, fd, sa))
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -3,8 +3,8 @@ package services
 import (
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/superd/superd/config"
@@ -39,10 +39,13 @@ type spec struct {
 	path string
 	argv []string
 	// env is the part of the environment that is the same for every
-	// connection. Per-connection variables go after it and config's env
-	// table last: os/exec keeps the last value of a duplicated key.
+	// connection, less the keys userEnv sets. Per-connection variables
+	// go after it and userEnv last. The handler gets each key once, so a
+	// key of userEnv (config's env and pass_env) replaces superd's own:
+	// a C program's getenv would find the first of two.
 	env      []string
 	userEnv  []string
+	userKey  map[string]bool // the keys of userEnv
 	attr     *syscall.SysProcAttr
 	confined bool     // path is the confinement trampoline
 	exe      *os.File // the trampoline's binary; nil unless confined
@@ -83,23 +86,45 @@ func newSpec(svc *config.Service, rt *Runtime) *spec {
 		}
 	}
 	sp.userEnv = append(sp.userEnv, e.Env...)
+	sp.userKey = make(map[string]bool, len(sp.userEnv))
+	for _, kv := range sp.userEnv {
+		sp.userKey[envKey(kv)] = true
+	}
+	sp.env = sp.withoutUserKeys(sp.env, sp.env[:0])
 	return sp
+}
+
+// envKey is the name of a KEY=value entry.
+func envKey(kv string) string {
+	k, _, _ := strings.Cut(kv, "=")
+	return k
+}
+
+// withoutUserKeys appends to dst the entries of env whose keys userEnv
+// does not set, and returns it.
+func (sp *spec) withoutUserKeys(env, dst []string) []string {
+	for _, kv := range env {
+		if len(sp.userKey) == 0 || !sp.userKey[envKey(kv)] {
+			dst = append(dst, kv)
+		}
+	}
+	return dst
 }
 
 // command builds the handler command for one start. stdio becomes fds 0
 // and 1 (and 2 with stderr = "socket"); connEnv holds the per-connection
 // variables.
-func (sp *spec) command(stdio *os.File, connEnv []string) *exec.Cmd {
+func (sp *spec) command(stdio *os.File, connEnv []string) *proc.Command {
 	env := make([]string, 0, len(sp.env)+len(connEnv)+len(sp.userEnv))
-	env = append(append(append(env, sp.env...), connEnv...), sp.userEnv...)
-	cmd := &exec.Cmd{
-		Path:        sp.path,
-		Args:        sp.argv,
-		Env:         env,
-		Dir:         sp.svc.Exec.Dir,
-		Stdin:       stdio,
-		Stdout:      stdio,
-		SysProcAttr: sp.attr,
+	env = append(sp.withoutUserKeys(connEnv, append(env, sp.env...)), sp.userEnv...)
+	cmd := &proc.Command{
+		Path:   sp.path,
+		Args:   sp.argv,
+		Env:    env,
+		Dir:    sp.svc.Exec.Dir,
+		Stdin:  stdio,
+		Stdout: stdio,
+		Sys:    sp.attr,
 	}
 	if sp.svc.Exec.Stderr == "socket" {
 		cmd.Stderr = stdio

@@ -105,7 +105,8 @@ func TestNewSpec(t *testing.T) {
 				e.PassEnv = []string{"SUPERD_TEST_UNSET", "SUPERD_TEST_PASSED"}
 				e.Env = []string{"PATH=/opt/bin", "Z=last"}
 			},
-			path: "/usr/bin/env", argv: []string{"env", "-0"}, env: fixed,
+			// PATH leaves the fixed part: the handler gets the user's only.
+			path: "/usr/bin/env", argv: []string{"env", "-0"}, env: []string{"SUPERD_SERVICE=svc"},
 			userEnv: []string{"SUPERD_TEST_PASSED=passed value", "PATH=/opt/bin", "Z=last"},
 		},
 	}
@@ -148,9 +149,10 @@ func TestNewSpec(t *testing.T) {
 	})
 }
 
-// TestSpecCommand checks one start's exec.Cmd: fixed env, then the
-// connection's, then the user's (so that the user's wins in os/exec),
-// the socket as stdin and stdout, and stderr per the stderr key.
+// TestSpecCommand checks one start's command: fixed env, then the
+// connection's, then the user's, each key once (the user's replaces
+// superd's, wherever it was), the socket as stdin and stdout, and stderr
+// per the stderr key.
 func TestSpecCommand(t *testing.T) {
 	f, err := os.Open(os.DevNull)
 	if err != nil {
@@ -161,11 +163,11 @@ func TestSpecCommand(t *testing.T) {
 		t.Run("stderr="+stderr, func(t *testing.T) {
 			svc := &config.Service{Name: "svc", Exec: config.Exec{
 				Path: "/bin/cat", Argv: []string{"cat"}, Dir: "/tmp", Stderr: stderr, Umask: -1,
-				Env: []string{"PATH=/opt/bin"},
+				Env: []string{"PATH=/opt/bin", "TCPLOCALHOST=here"},
 			}}
 			sp := newSpec(svc, &Runtime{})
-			cmd := sp.command(f, []string{"PROTO=TCP", "TCPREMOTEIP=127.0.0.1"})
-			wantEnv := []string{"PATH=" + config.DefaultPath, "SUPERD_SERVICE=svc", "PROTO=TCP", "TCPREMOTEIP=127.0.0.1", "PATH=/opt/bin"}
+			cmd := sp.command(f, []string{"PROTO=TCP", "TCPLOCALHOST=x", "TCPREMOTEIP=127.0.0.1"})
+			wantEnv := []string{"SUPERD_SERVICE=svc", "PROTO=TCP", "TCPREMOTEIP=127.0.0.1", "PATH=/opt/bin", "TCPLOCALHOST=here"}
 			if !slices.Equal(cmd.Env, wantEnv) {
 				t.Errorf("Env = %q, want %q", cmd.Env, wantEnv)
 			}
@@ -178,15 +180,15 @@ func TestSpecCommand(t *testing.T) {
 			if wantSocket := stderr == "socket"; (cmd.Stderr == f) != wantSocket || (!wantSocket && cmd.Stderr != nil) {
 				t.Errorf("Stderr = %v with stderr=%q", cmd.Stderr, stderr)
 			}
-			if cmd.SysProcAttr != sp.attr {
-				t.Errorf("SysProcAttr = %p, want the spec's %p", cmd.SysProcAttr, sp.attr)
+			if cmd.Sys != sp.attr {
+				t.Errorf("Sys = %p, want the spec's %p", cmd.Sys, sp.attr)
 			}
 			if got, want := sp.request(f, nil, nil, "", nil).LogStderr, stderr == "log" || stderr == ""; got != want {
 				t.Errorf("logStderr = %v, want %v", got, want)
 			}
 			// Two commands do not share an Env backing array.
 			cmd2 := sp.command(f, []string{"PROTO=UNIX"})
-			if cmd.Env[2] != "PROTO=TCP" || cmd2.Env[2] != "PROTO=UNIX" {
+			if cmd.Env[1] != "PROTO=TCP" || cmd2.Env[1] != "PROTO=UNIX" {
 				t.Errorf("Env of two commands: %q and %q", cmd.Env, cmd2.Env)
 			}
 		})

@@ -64,11 +64,21 @@ type run struct {
 	done    chan error
 }
 
+// newProcs returns a new process table.
+func newProcs(t *testing.T) *proc.Table {
+	t.Helper()
+	procs, err := proc.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return procs
+}
+
 // start runs a Supervisor on cfg until the end of the test and waits for
 // its first READY=1.
 func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 	t.Helper()
-	r := &run{log: testkit.NewRecorder(t), notes: testkit.NewRecorder(t), procs: proc.New(), done: make(chan error, 1), entered: make(chan struct{}, 100)}
+	r := &run{log: testkit.NewRecorder(t), notes: testkit.NewRecorder(t), procs: newProcs(t), done: make(chan error, 1), entered: make(chan struct{}, 100)}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -627,7 +637,7 @@ func TestRunWithoutNotify(t *testing.T) {
 	s := supervisor.New(cfgOf(builtinSvc("echo", "127.0.0.1:0", "echo")), supervisor.Options{
 		Load:    func() (*config.Config, error) { return nil, errors.New("unused") },
 		Log:     rec.Logger(),
-		Runtime: &services.Runtime{Procs: proc.New()},
+		Runtime: &services.Runtime{Procs: newProcs(t)},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

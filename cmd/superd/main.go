@@ -157,11 +157,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer exe.Close()
+	procs, err := proc.New()
+	if err != nil {
+		fmt.Fprintln(stderr, "superd:", err)
+		return 1
+	}
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
 	sup := supervisor.New(cfg, supervisor.Options{
 		Load:     func() (*config.Config, error) { return config.Load(*path) },
 		Log:      log,
-		Runtime:  &services.Runtime{Procs: proc.New(), Self: self, Exe: exe, Euid: os.Geteuid()},
+		Runtime:  &services.Runtime{Procs: procs, Self: self, Exe: exe, Euid: os.Geteuid()},
 		Notify:   sdNotifier(os.Getenv("NOTIFY_SOCKET"), log),
 		Watchdog: watchdog,
 		// As PID 1 (of a container) superd inherits every orphan.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 
@@ -26,16 +25,12 @@ func DescriptorsExhausted(err error) bool {
 // and some of the files above the highest of them
 // (syscall.forkAndExecInChild), and a dup3 beyond the limit fails with
 // EBADF. Any other error is returned as it is.
-func forkNearLimit(cmd *exec.Cmd, err error) error {
+func forkNearLimit(cmd *Command, null *os.File, err error) error {
 	if !errors.Is(err, syscall.EBADF) {
 		return err
 	}
-	files := append([]*os.File(nil), cmd.ExtraFiles...)
-	for _, f := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
-		if f, ok := f.(*os.File); ok {
-			files = append(files, f)
-		}
-	}
+	files := append([]*os.File{null}, cmd.ExtraFiles...)
+	files = append(files, cmd.Stdin, cmd.Stdout, cmd.Stderr)
 	highest := 0
 	for _, f := range files {
 		if f != nil {

@@ -22,8 +22,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -47,7 +47,8 @@ const (
 // Table tracks every running handler process.
 //
 // Goroutines: the Table owns one goroutine per running handler, which
-// waits for it (every Start has exactly one Wait) and calls its Exited;
+// waits for it (parked on its pidfd in Go's poller, holding no thread)
+// and calls its Exited;
 // one per stderr pipe, which logs the handler's lines and closes the
 // pipe at the latest stderrDrainMax after the reap (processes the
 // handler left may hold it forever); and, while handlers have left
@@ -56,8 +57,9 @@ const (
 // the leftovers it watches.
 //
 // Descriptors: the Table owns the read ends of stderr pipes and of the
-// trampoline's report pipes, and the pidfds of leftovers; it closes them
-// itself. The files a Request carries stay the caller's.
+// trampoline's report pipes, the pidfds of its handlers and of
+// leftovers, and one /dev/null; it closes them itself (/dev/null in
+// Shutdown). The files a Request carries stay the caller's.
 type Table struct {
 	startMu sync.Mutex // held from a handler's start to its registration
 	// shutdown is set by Shutdown, under startMu: no start after it.
@@ -77,6 +79,9 @@ type Table struct {
 	// descriptors of a handler: its pidfd at the reap, its stderr pipe.
 	// Callers short of descriptors wait for it (see Released).
 	freed chan struct{}
+	// null is /dev/null, the nil stdio of every handler; Shutdown
+	// closes it (under startMu).
+	null *os.File
 	// active counts the goroutines the Table owns; idle is closed when
 	// active drops to zero and replaced when it rises from zero, so that
 	// Wait needs no goroutine of its own.
@@ -84,17 +89,23 @@ type Table struct {
 	idle   chan struct{}
 }
 
-// New returns an empty process table.
-func New() *Table {
+// New returns an empty process table, with the descriptor it keeps for
+// all its handlers: /dev/null, their stdio where they get no other.
+func New() (*Table, error) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("handlers' stdio: %w", err)
+	}
 	idle := make(chan struct{})
 	close(idle)
 	return &Table{
 		procs:  make(map[int]struct{}),
 		groups: make(map[int]*leftovers),
 		pipes:  make(map[*stderrPipe]struct{}),
+		null:   null,
 		freed:  make(chan struct{}),
 		idle:   idle,
-	}
+	}, nil
 }
 
 // addLocked counts n more goroutines that Wait waits for; each calls
@@ -135,9 +146,9 @@ func (t *Table) releasedLocked() {
 // and calls Exited exactly once.
 type Request struct {
 	// Cmd is the handler command; it must start a new session
-	// (SysProcAttr.Setsid), so that its pid is its process group. Its
-	// Stderr is set by Start when LogStderr is set or Stderr is nil.
-	Cmd *exec.Cmd
+	// (Sys.Setsid), so that its pid is its process group. Its Stderr is
+	// set by Start when LogStderr is set, and ExtraFiles when Confined.
+	Cmd *Command
 	// Log carries the service attribute; start, stderr, timeout and exit
 	// lines go there.
 	Log *slog.Logger
@@ -145,7 +156,7 @@ type Request struct {
 	// never sees one.
 	Remote string
 	// LogStderr gives the handler a pipe as stderr and logs every line
-	// written to it. Otherwise a nil Cmd.Stderr becomes /dev/null.
+	// written to it. Otherwise a nil Cmd.Stderr is /dev/null.
 	LogStderr bool
 	// Timeout, when positive, sends SIGTERM to the handler's process
 	// group after it, and SIGKILL killDelay later.
@@ -185,16 +196,6 @@ var ErrShutdown = errors.New("superd is shutting down: no handler starts any mor
 func (t *Table) Start(req Request) (pid int, err error) {
 	if req.Confined && req.Exe == nil {
 		return 0, ErrNoExe
-	}
-	if !req.LogStderr && req.Cmd.Stderr == nil {
-		// Opened here rather than by os/exec, so that forkNearLimit
-		// knows the number of every descriptor the child gets.
-		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-		if err != nil {
-			return 0, fmt.Errorf("stderr: %w", err)
-		}
-		req.Cmd.Stderr = null
-		defer null.Close()
 	}
 	var rd *os.File
 	if req.LogStderr {
@@ -242,12 +243,12 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		closeOurs()
 		return 0, ErrShutdown
 	}
-	if err := req.Cmd.Start(); err != nil {
+	pid, pidfd, err := forkExec(req.Cmd, t.null)
+	if err != nil {
 		t.startMu.Unlock()
 		closeOurs()
-		return 0, forkNearLimit(req.Cmd, err)
+		return 0, forkNearLimit(req.Cmd, t.null, err)
 	}
-	pid = req.Cmd.Process.Pid
 	var errPipe *stderrPipe
 	if rd != nil {
 		errPipe = &stderrPipe{rd: rd, done: make(chan struct{})}
@@ -278,7 +279,7 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	}
 	go func() {
 		defer t.goDone()
-		t.reap(req, pid, who, began, errPipe)
+		t.reap(req, pid, pidfd, who, began, errPipe)
 	}()
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
@@ -290,10 +291,10 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	return pid, nil
 }
 
-// reap waits for one handler, enforcing its timeout on the whole process
-// group, calls its Exited, drains its stderr pipe (errPipe, nil without
-// one), and logs its exit.
-func (t *Table) reap(req Request, pid int, who []any, began time.Time, errPipe *stderrPipe) {
+// reap waits for one handler (and closes its pidfd), enforcing its
+// timeout on the whole process group, calls its Exited, drains its
+// stderr pipe (errPipe, nil without one), and logs its exit.
+func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, errPipe *stderrPipe) {
 	log := req.Log
 	stopTimers := func() {}
 	if req.Timeout > 0 {
@@ -311,12 +312,12 @@ func (t *Table) reap(req Request, pid int, who []any, began time.Time, errPipe *
 			}
 		}
 	}
-	err := req.Cmd.Wait()
+	ws, err := waitExit(pid, pidfd)
 	stopTimers()
 	left := findLeftovers(pid)
 	t.mu.Lock()
 	delete(t.procs, pid)
-	t.releasedLocked() // Wait closed the pidfd
+	t.releasedLocked() // waitExit closed the pidfd
 	if left != nil {
 		t.groups[pid] = left
 		if !t.watching {
@@ -337,21 +338,21 @@ func (t *Table) reap(req Request, pid int, who []any, began time.Time, errPipe *
 		// it left holding the pipe delays that by stderrDrainMax at most.
 		errPipe.drain()
 	}
-	status := exitStatus(req.Cmd.ProcessState, err)
+	status := exitStatus(ws, err)
 	took := time.Since(began).Round(time.Microsecond)
 	log.Info("exit", append(slices.Clip(who), "status", status, "duration", took)...)
 }
 
 // exitStatus describes how a handler ended: its exit code, or the signal
-// that killed it.
-func exitStatus(ps *os.ProcessState, err error) string {
-	if ps == nil {
-		return err.Error()
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+// that killed it; err is the wait's error, if it failed.
+func exitStatus(ws syscall.WaitStatus, err error) string {
+	switch {
+	case err != nil:
+		return "unknown (wait: " + err.Error() + ")"
+	case ws.Signaled():
 		return "signal:" + unix.SignalName(ws.Signal())
 	}
-	return fmt.Sprint(ps.ExitCode())
+	return strconv.Itoa(ws.ExitStatus())
 }
 
 // signalGroup sends sig to a handler's process group while its leader
@@ -438,6 +439,10 @@ func (t *Table) Pending() (handlers, leftovers, pipes int) {
 func (t *Table) Shutdown(grace time.Duration, log *slog.Logger) error {
 	t.startMu.Lock()
 	t.shutdown = true
+	if t.null != nil {
+		t.null.Close()
+		t.null = nil
+	}
 	t.startMu.Unlock()
 	// Say what the grace is spent on: running handlers, processes they
 	// left behind in their groups, and stderr pipes still being read.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -47,7 +46,11 @@ type testEnv struct {
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	rec := testkit.NewRecorder(t)
-	e := &testEnv{rec: rec, log: rec.Logger(), tab: New()}
+	tab, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{rec: rec, log: rec.Logger(), tab: tab}
 	t.Cleanup(func() {
 		e.tab.Signal(unix.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -63,16 +66,15 @@ var match = testkit.Match
 
 // shCmd is a handler command as services builds them: a new session, so
 // that its pid is its process group.
-func shCmd(script string) *exec.Cmd {
-	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	return cmd
+func shCmd(script string) *Command {
+	return &Command{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Env: os.Environ(),
+		Sys: &syscall.SysProcAttr{Setsid: true}}
 }
 
 // pipeOut gives cmd a pipe as stdout and returns the read end. Every
 // process of the group that inherits it holds the write end, so EOF on
 // the read end means they are all gone.
-func pipeOut(t *testing.T, cmd *exec.Cmd) *os.File {
+func pipeOut(t *testing.T, cmd *Command) *os.File {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -102,7 +104,7 @@ func startProc(t *testing.T, p *Table, req Request) int {
 	if err != nil {
 		t.Fatalf("start %v: %v", req.Cmd.Args, err)
 	}
-	if f, ok := req.Cmd.Stdout.(*os.File); ok {
+	if f := req.Cmd.Stdout; f != nil {
 		f.Close()
 	}
 	return pid
@@ -186,7 +188,7 @@ func TestProcsStartFails(t *testing.T) {
 	e := newEnv(t)
 	p := e.tab
 	for _, logStderr := range []bool{false, true} {
-		cmd := exec.Command("/nonexistent/handler")
+		cmd := &Command{Path: "/nonexistent/handler", Args: []string{"handler"}, Sys: &syscall.SysProcAttr{Setsid: true}}
 		pid, err := p.Start(Request{Cmd: cmd, Log: e.log, LogStderr: logStderr,
 			Exited: func() { t.Errorf("exited called for a handler that never started") }})
 		if err == nil || !errors.Is(err, os.ErrNotExist) {
@@ -466,29 +468,41 @@ func TestAddDurations(t *testing.T) {
 	}
 }
 
-// TestExitStatus runs real processes: an exit code, a signal, and a
-// process that never started.
+// TestExitStatus reaps real processes with waitExit, by pidfd and by
+// pid alone: an exit code and signals; and a wait that failed.
 func TestExitStatus(t *testing.T) {
-	run := func(script string) (*os.ProcessState, error) {
-		cmd := exec.Command("/bin/sh", "-c", script)
-		err := cmd.Run()
-		return cmd.ProcessState, err
-	}
 	tests := []struct{ script, want string }{
 		{"exit 0", "0"},
 		{"exit 3", "3"},
 		{"kill -TERM $$", "signal:SIGTERM"},
 		{"kill -KILL $$", "signal:SIGKILL"},
 	}
-	for _, tt := range tests {
-		ps, err := run(tt.script)
-		if got := exitStatus(ps, err); got != tt.want {
-			t.Errorf("exitStatus after %q = %q, want %q", tt.script, got, tt.want)
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for _, byPidfd := range []bool{true, false} {
+		for _, tt := range tests {
+			pid, pidfd, err := forkExec(shCmd(tt.script), null)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pidfd < 0 {
+				t.Fatal("forkExec gave no pidfd: this kernel has them")
+			}
+			if !byPidfd {
+				unix.Close(pidfd)
+				pidfd = -1
+			}
+			ws, err := waitExit(pid, pidfd)
+			if got := exitStatus(ws, err); got != tt.want {
+				t.Errorf("exitStatus after %q (pidfd %v) = %q, want %q", tt.script, byPidfd, got, tt.want)
+			}
 		}
 	}
-	err := errors.New("exec: not started")
-	if got := exitStatus(nil, err); got != err.Error() {
-		t.Errorf("exitStatus(nil, %v) = %q, want the error text", err, got)
+	if got := exitStatus(0, syscall.ECHILD); !strings.Contains(got, "no child processes") {
+		t.Errorf("exitStatus(0, ECHILD) = %q, want the error text", got)
 	}
 }
 
@@ -517,7 +531,7 @@ func TestProcsStartNearDescriptorLimit(t *testing.T) {
 	}
 
 	// An EBADF far from the limit is no shortage.
-	if err := forkNearLimit(shCmd("exit 0"), os.NewSyscallError("fork/exec", syscall.EBADF)); DescriptorsExhausted(err) {
+	if err := forkNearLimit(shCmd("exit 0"), nil, os.NewSyscallError("fork/exec", syscall.EBADF)); DescriptorsExhausted(err) {
 		t.Errorf("forkNearLimit of an EBADF far from the limit = %v, want it unchanged", err)
 	}
 }

@@ -1,0 +1,125 @@
+package proc
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Command is one handler's exec: what syscall.ForkExec needs, with the
+// files as *os.File so that they stay open, and the caller's, for the
+// call. The Table starts it with syscall.ForkExec rather than os/exec:
+// os/exec waits for each process on a thread blocked in waitid, while
+// the Table parks a goroutine on the process's pidfd in Go's poller (see
+// waitExit).
+type Command struct {
+	Path string
+	Args []string // Args[0] is argv[0]
+	// Env is passed as it is: the caller resolves duplicated keys
+	// (os/exec would keep the last; a C program's getenv finds the
+	// first).
+	Env []string
+	Dir string // "" keeps superd's working directory
+	// Stdin, Stdout and Stderr become descriptors 0, 1 and 2; a nil one
+	// is /dev/null (Stderr: see Request.LogStderr).
+	Stdin, Stdout, Stderr *os.File
+	// ExtraFiles become descriptors 3, 4, …; a nil entry is closed in
+	// the child.
+	ExtraFiles []*os.File
+	// Sys must set Setsid, so that the handler's pid is its process
+	// group. Start copies it (to add its PidFD) and never changes it.
+	Sys *syscall.SysProcAttr
+}
+
+// closedFD is what syscall.ProcAttr.Files takes for "closed in the child".
+const closedFD = ^uintptr(0)
+
+// forkExec starts c with null as the nil ones of Stdin, Stdout and
+// Stderr, and returns the child's pid and its pidfd (-1 when the kernel
+// gave none; then the caller waits by pid).
+func forkExec(c *Command, null *os.File) (pid, pidfd int, err error) {
+	files := make([]uintptr, 3+len(c.ExtraFiles))
+	for i, f := range [3]*os.File{c.Stdin, c.Stdout, c.Stderr} {
+		if f == nil {
+			f = null
+		}
+		files[i] = f.Fd()
+	}
+	for i, f := range c.ExtraFiles {
+		files[3+i] = closedFD
+		if f != nil {
+			files[3+i] = f.Fd()
+		}
+	}
+	sys := *c.Sys
+	pidfd = -1
+	sys.PidFD = &pidfd
+	pid, err = syscall.ForkExec(c.Path, c.Args, &syscall.ProcAttr{Dir: c.Dir, Env: c.Env, Files: files, Sys: &sys})
+	// The descriptors in files must stay open until the child has them.
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(null)
+	if err != nil {
+		return 0, -1, &os.PathError{Op: "fork/exec", Path: c.Path, Err: err}
+	}
+	return pid, pidfd, nil
+}
+
+// waitExit reaps the child pid, whose pidfd is pidfd (closed here; -1
+// for none), and returns its wait status. It parks the goroutine in Go's
+// poller until the pidfd becomes readable (the process exited) rather
+// than holding an OS thread in a blocking wait: a thousand running
+// handlers cost a thousand parked goroutines, not a thousand threads.
+//
+// The pid itself is what wait4 reaps: a zombie's pid cannot be reused
+// before its parent reaps it, and superd reaps its handlers nowhere else
+// (ReapOrphans skips them).
+func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
+	var ws syscall.WaitStatus
+	if pidfd >= 0 {
+		if done, err := pollExit(pid, pidfd, &ws); done {
+			return ws, err
+		}
+	}
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return ws, err
+		}
+	}
+}
+
+// pollExit waits for pidfd in the poller and then reaps pid into ws. It
+// closes pidfd. done is false when the poller could not take the pidfd
+// (the process is then still to be reaped).
+func pollExit(pid, pidfd int, ws *syscall.WaitStatus) (done bool, err error) {
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return false, nil
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	var werr error
+	// rc.Read's own error means the poller could not wait (a descriptor
+	// it does not take): done stays false then.
+	rc.Read(func(uintptr) bool {
+		for {
+			n, err := syscall.Wait4(pid, ws, syscall.WNOHANG, nil)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case err == nil && n == 0:
+				return false // still running: wait for the pidfd
+			}
+			done, werr = true, err
+			return true
+		}
+	})
+	return done, werr
+}
