@@ -95,7 +95,9 @@ func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
 // closes pidfd. done is false when the poller could not take the pidfd
 // (the process is then still to be reaped).
 func pollExit(pid, pidfd int, ws *syscall.WaitStatus) (done bool, err error) {
-	if err := unix.SetNonblock(pidfd, true); err != nil {
+	// A pidfd has no other status flag to keep: one fcntl, not
+	// unix.SetNonblock's two.
+	if _, err := unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(pidfd)
 		return false, nil
 	}
@@ -107,7 +109,10 @@ func pollExit(pid, pidfd int, ws *syscall.WaitStatus) (done bool, err error) {
 	}
 	var werr error
 	// rc.Read's own error means the poller could not wait (a descriptor
-	// it does not take): done stays false then.
+	// it does not take): done stays false then. The first call must try
+	// wait4 even though the handler has only just started: rc.Read
+	// clears the readiness the poller may already have seen before it
+	// waits, so an exit before that point is found only by trying.
 	rc.Read(func(uintptr) bool {
 		for {
 			n, err := syscall.Wait4(pid, ws, syscall.WNOHANG, nil)

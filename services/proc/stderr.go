@@ -47,10 +47,11 @@ type stderrPipe struct {
 // four system calls more per connection.
 func logPipe() (r, w *os.File, err error) {
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, nil, err
 	}
-	if err := unix.SetNonblock(p[0], true); err != nil {
+	// The write end has no other status flag to keep: one fcntl.
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETFL, 0); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return nil, nil, err
