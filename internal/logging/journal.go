@@ -109,7 +109,7 @@ func openJournalWith(o Options, stderr io.Writer, api journalAPI) (slog.Handler,
 				"SYSLOG_IDENTIFIER": tag,
 				"SYSLOG_FACILITY":   strconv.Itoa(number),
 			},
-			stderr: newStderrHandler(stderr, slog.LevelDebug).th,
+			stderr: newStderrHandler(stderr, slog.LevelDebug),
 		},
 		level: o.Level,
 	}, nil, nil
@@ -157,7 +157,9 @@ type journalConn struct {
 	common map[string]string // fields of every entry; never modified
 	// stderr writes, with time and level, the records journald did not
 	// take. It holds no With state and serializes its writes.
-	stderr *slog.TextHandler
+	stderr *stderrHandler
+	// lines holds the buffers MESSAGE is rendered into.
+	lines linePool
 	// refused is set by the first record journald did not take, which is
 	// announced on stderr; later ones are not.
 	refused atomic.Bool
@@ -201,11 +203,16 @@ func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool {
 func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
 	fields, message, isLine := journalFields(h.scope, r)
 	if !isLine {
-		text, err := h.scope.text(ctx, r)
+		buf := h.j.lines.get()
+		text, err := h.scope.appendText(ctx, *buf, r)
+		if err == nil {
+			message = string(text) // journal.Send takes a string: a copy
+		}
+		*buf = text
+		h.j.lines.put(buf)
 		if err != nil {
 			return fmt.Errorf("logging: journal: render record: %w", err)
 		}
-		message = string(text)
 	}
 	maps.Copy(fields, h.j.common)
 	err := h.j.send(message, journalPriority(r.Level), fields)
@@ -217,9 +224,9 @@ func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
 		n := slog.NewRecord(time.Now(), slog.LevelWarn, "journal_send_failed", 0)
 		n.AddAttrs(slog.String("err", err.Error()), slog.String("logging_to", TargetStderr),
 			slog.String("note", "records journald does not take are written here; later failures are not announced"))
-		_ = (&stderrHandler{th: h.j.stderr}).Handle(ctx, n) // nowhere left to report a failing stderr
+		_ = h.j.stderr.Handle(ctx, n) // nowhere left to report a failing stderr
 	}
-	_ = (&stderrHandler{th: h.j.stderr, scope: h.scope}).Handle(ctx, r)
+	_ = (&stderrHandler{out: h.j.stderr.out, level: h.j.stderr.level, scope: h.scope}).Handle(ctx, r)
 	return err
 }
 

@@ -20,7 +20,11 @@
 // sentences, and "event=exit" is what an operator greps for.
 //
 // Each sink is one file (stderr.go, syslog.go, journal.go) defining its
-// handler and an open function, plus one line in sinks.
+// handler and an open function, plus one line in sinks. All of them render
+// lines with format.go, a formatter writing exactly the bytes
+// slog.TextHandler would, without its per-record cost, for the attribute
+// kinds superd logs per connection; anything else (groups, LogValuers, Any
+// values) still goes through slog.TextHandler.
 //
 // Deliberately not done here: parsing or validating the configuration file
 // (package config does that, using Targets, Facilities and the defaults

@@ -10,7 +10,7 @@ import (
 
 // This file holds what every sink shares: the line layout described in the
 // package doc, built by scope.record for a slog.TextHandler without With
-// state.
+// state, and rendered by the fast path in format.go where it can be.
 
 // eventKey is the key under which a record's message is rendered.
 const eventKey = "event"
@@ -90,25 +90,58 @@ func dropEmptyMessage(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// text renders r, logged through a handler with scope s, as the key=value
-// line without time and level that the syslog and journal sinks send: both
-// carry the time and the level (as a severity) outside the text.
-func (s scope) text(ctx context.Context, r slog.Record) ([]byte, error) {
-	var buf bytes.Buffer
-	// A TextHandler per call: it only holds &buf, and it gives us slog's
+// appendText appends to dst the line of r, logged through a handler with
+// scope s, without time and level, that the syslog and journal sinks send:
+// both carry the time and the level (as a severity) outside the text. The
+// line has no trailing newline: gsyslog adds its own only when missing, but
+// other Syslogger implementations may not, and a journal MESSAGE has none.
+//
+// Records the fast path renders (format.go) never reach slog; the rest go
+// through appendSlogText, which gives the same bytes.
+func (s scope) appendText(ctx context.Context, dst []byte, r slog.Record) ([]byte, error) {
+	if line, ok := s.appendFast(dst, r, false); ok {
+		return line, nil
+	}
+	return s.appendSlogText(ctx, dst, r)
+}
+
+// appendSlogText is appendText through slog.TextHandler, for any record.
+func (s scope) appendSlogText(ctx context.Context, dst []byte, r slog.Record) ([]byte, error) {
+	w := appendWriter{b: dst}
+	// A TextHandler per call: it only holds &w, and it gives us slog's
 	// quoting rules, so values with spaces, '=', quotes or newlines are
 	// quoted and a record can never span two lines or two messages.
 	// (TextHandler.Handle does not consult its own Level; the sink's
 	// Enabled has already decided.)
-	th := slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: replaceHeaderBuiltins})
+	th := slog.NewTextHandler(&w, &slog.HandlerOptions{ReplaceAttr: replaceHeaderBuiltins})
 	// A zero time makes TextHandler omit it.
 	if err := th.Handle(ctx, s.record(r, time.Time{})); err != nil {
-		return nil, err
+		return dst, err
 	}
-	// TextHandler ends the line with exactly one '\n'; gsyslog adds its own
-	// only when missing, but other Syslogger implementations may not, and
-	// a journal MESSAGE has none, so hand over the bare text.
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	// TextHandler ends the line with exactly one '\n'.
+	return bytes.TrimSuffix(w.b, []byte("\n")), nil
+}
+
+// appendSlogLine appends the stderr sink's line for r, logged through a
+// handler with scope s (time, level, the attributes, '\n'), through
+// slog.TextHandler, for any record.
+func (s scope) appendSlogLine(ctx context.Context, dst []byte, r slog.Record) ([]byte, error) {
+	w := appendWriter{b: dst}
+	th := slog.NewTextHandler(&w, &slog.HandlerOptions{ReplaceAttr: dropEmptyMessage})
+	if err := th.Handle(ctx, s.record(r, r.Time)); err != nil {
+		return dst, err
+	}
+	return w.b, nil
+}
+
+// appendWriter is an io.Writer appending to b, so that slog.TextHandler
+// renders into a caller's buffer. It never fails.
+type appendWriter struct{ b []byte }
+
+// Write appends p to w.b.
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
 }
 
 // replaceHeaderBuiltins drops the built-in level, which the syslog severity

@@ -87,13 +87,18 @@ type syslogHandler struct {
 	w     gsyslog.Syslogger // shared by all handlers derived by With*; closed by New's caller
 	level slog.Level
 	scope scope
+	// lines holds the buffers Handle renders into, shared by all handlers
+	// derived by With*. A buffer is reused once WriteLevel returns, which
+	// is safe because a Syslogger, like an io.Writer, does not keep the
+	// bytes it is given (gsyslog copies them into a string).
+	lines *linePool
 }
 
 var _ slog.Handler = (*syslogHandler)(nil)
 
 // newSyslogHandler returns a handler writing records at level or above to w.
 func newSyslogHandler(w gsyslog.Syslogger, level slog.Level) *syslogHandler {
-	return &syslogHandler{w: w, level: level}
+	return &syslogHandler{w: w, level: level, lines: &linePool{}}
 }
 
 // Enabled reports whether l is at or above the handler's level.
@@ -103,10 +108,13 @@ func (h *syslogHandler) Enabled(_ context.Context, l slog.Level) bool {
 
 // Handle sends r as one syslog message at the severity mapped from r.Level.
 func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
-	line, err := h.scope.text(ctx, r)
+	buf := h.lines.get()
+	defer h.lines.put(buf)
+	line, err := h.scope.appendText(ctx, *buf, r)
 	if err != nil {
 		return fmt.Errorf("logging: syslog: render record: %w", err)
 	}
+	*buf = line // keep the grown buffer for the next message
 	if err := h.w.WriteLevel(syslogPriority(r.Level), line); err != nil {
 		return fmt.Errorf("logging: syslog write: %w", err)
 	}
@@ -118,7 +126,7 @@ func (h *syslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	if len(as) == 0 {
 		return h
 	}
-	return &syslogHandler{w: h.w, level: h.level, scope: h.scope.withAttrs(as)}
+	return &syslogHandler{w: h.w, level: h.level, scope: h.scope.withAttrs(as), lines: h.lines}
 }
 
 // WithGroup returns a handler that qualifies later attributes with name.
@@ -126,5 +134,5 @@ func (h *syslogHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h
 	}
-	return &syslogHandler{w: h.w, level: h.level, scope: h.scope.withGroup(name)}
+	return &syslogHandler{w: h.w, level: h.level, scope: h.scope.withGroup(name), lines: h.lines}
 }
