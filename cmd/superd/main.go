@@ -49,6 +49,8 @@ Usage:
         run in the foreground (it never forks into the background)
   superd check [--config PATH]
         validate the configuration without binding anything
+  superd convert [--from inetd|xinetd] FILE...
+        print inetd.conf or xinetd configuration as services.toml
   superd version
         print the version
 
@@ -74,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "convert":
+		return cmdConvert(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionLine())
 		return 0
