@@ -62,7 +62,9 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			builtin.ServeStream(st.svc.Builtin, c)
+			buf := l.bufs.Get().(*[builtin.StreamBufferSize]byte)
+			builtin.ServeStreamBuffer(st.svc.Builtin, c, buf[:])
+			l.bufs.Put(buf)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -89,11 +91,22 @@ func connClient(c net.Conn) admit.Client {
 // lists) applies to the next datagram, even while a read is under way.
 func (l *Listener) serveBuiltinPacket(ep *epoch) {
 	ctx := ep.ctx
-	buf := make([]byte, builtin.PacketBufSize)
 	line := 0 // chargen's position, see builtin.Packet.Answer
 	for {
-		n, addr, err := l.sock.PacketConn().ReadFrom(buf)
+		// The datagram buffer is taken only once a datagram is there, so
+		// that an idle datagram built-in holds no 64 KiB of its own.
+		err := l.sock.WaitReadable()
+		var n int
+		var addr net.Addr
+		var buf *[builtin.PacketBufSize]byte
+		if err == nil {
+			buf = l.packetBufs.Get().(*[builtin.PacketBufSize]byte)
+			n, addr, err = l.sock.PacketConn().ReadFrom(buf[:])
+		}
 		if err != nil {
+			if buf != nil {
+				l.packetBufs.Put(buf)
+			}
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || l.sock.Closed() {
 				return
 			}
@@ -104,11 +117,11 @@ func (l *Listener) serveBuiltinPacket(ep *epoch) {
 			continue
 		}
 		st := ep.cur.Load()
-		if ua, ok := addr.(*net.UDPAddr); ok && !st.svc.Access.Empty() &&
-			!l.adm.AllowDatagram(st.svc.Access, ua.AddrPort().Addr().Unmap(), addr.String(), st.log) {
-			continue
+		if ua, ok := addr.(*net.UDPAddr); !ok || st.svc.Access.Empty() ||
+			l.adm.AllowDatagram(st.svc.Access, ua.AddrPort().Addr().Unmap(), addr.String(), st.log) {
+			st.packet.Answer(l.sock.PacketConn(), buf[:n], addr, &line)
 		}
-		st.packet.Answer(l.sock.PacketConn(), buf[:n], addr, &line)
+		l.packetBufs.Put(buf)
 	}
 }
 

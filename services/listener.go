@@ -70,6 +70,13 @@ type Listener struct {
 	rt   *Runtime
 	base *slog.Logger // the supervisor's; settings add the service
 	adm  *admit.Admission
+	// bufs holds the read buffers (*[builtin.StreamBufferSize]byte) of
+	// stream built-ins' connections: echo and discard allocate none of
+	// their own per connection.
+	bufs sync.Pool
+	// packetBufs holds the datagram buffers
+	// (*[builtin.PacketBufSize]byte) of a datagram built-in.
+	packetBufs sync.Pool
 	// short is the serve goroutine's state while descriptors are short
 	// (see descriptors.go); nowait's connection goroutines share it.
 	short shortage
@@ -190,6 +197,8 @@ func ListenOn(svc *config.Service, sock *socket.Socket, rt *Runtime, log *slog.L
 func start(svc *config.Service, st *settings, sock *socket.Socket, rt *Runtime, log *slog.Logger) *Listener {
 	l := &Listener{key: svc.Listen, sock: sock, rt: rt, base: log, adm: admit.New(),
 		done: make(chan struct{}), runChanged: make(chan struct{})}
+	l.bufs.New = func() any { return new([builtin.StreamBufferSize]byte) }
+	l.packetBufs.New = func() any { return new([builtin.PacketBufSize]byte) }
 	l.root, l.stop = context.WithCancel(context.Background())
 	st.epoch = l.newEpoch(ModeOf(svc))
 	st.epoch.cur.Store(st)

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -143,6 +144,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.closeInherited()
 	s.opts.Notify("READY=1\n" + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
+	settle()
 
 	var watchdog <-chan time.Time
 	if s.opts.Watchdog > 0 {
@@ -216,7 +218,14 @@ func (s *Supervisor) reload() {
 	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending),
 		"added", p.added, "removed", p.removed, "changed", p.changed)
 	s.opts.Notify("READY=1\n" + s.status())
+	settle()
 }
+
+// settle returns the garbage of loading a configuration (the decoded
+// TOML, the old services) to the system once it is served: otherwise
+// an idle superd would hold it until a collection that traffic may never
+// trigger. Called after READY, so it delays no client and no reload.
+func settle() { debug.FreeOSMemory() }
 
 // warnClosing logs a config_warning naming every service that next
 // closes. A valid but empty or truncated file (an editor's non-atomic

@@ -32,8 +32,7 @@ const (
 
 const (
 	// streamBufSize is the echo and discard read buffer: big enough that a
-	// bulk sender costs few system calls, small enough to allocate per
-	// connection.
+	// bulk sender costs few system calls.
 	streamBufSize = 32 << 10
 
 	// chargenLineWidth is the number of pattern characters per chargen line
@@ -115,11 +114,25 @@ func Valid(name string) bool {
 // Chargen treats the peer going away as success because it has no other way
 // to end: its protocol is "write until the client leaves".
 func ServeStream(name string, conn net.Conn) error {
+	return ServeStreamBuffer(name, conn, nil)
+}
+
+// StreamBufferSize is the size of the read buffer echo and discard use.
+const StreamBufferSize = streamBufSize
+
+// ServeStreamBuffer is ServeStream with buf as echo's and discard's read
+// buffer (nil: one of StreamBufferSize allocated for the connection), so
+// that a server taking buffers from a pool allocates nothing per
+// connection. The caller may reuse buf once it returns.
+func ServeStreamBuffer(name string, conn net.Conn, buf []byte) error {
+	if len(buf) == 0 && (name == echo || name == discard) {
+		buf = make([]byte, streamBufSize)
+	}
 	switch name {
 	case echo:
-		return echoStream(name, conn)
+		return echoStream(name, conn, buf)
 	case discard:
-		return discardStream(name, conn)
+		return discardStream(name, conn, buf)
 	case chargen:
 		return chargenStream(name, conn)
 	case daytime:
@@ -134,8 +147,7 @@ func ServeStream(name string, conn net.Conn) error {
 // peer sees EOF too while it may still be reading the echo. A hand-written
 // loop rather than io.Copy, so a failure is attributed to the read or the
 // write side.
-func echoStream(name string, conn net.Conn) error {
-	buf := make([]byte, streamBufSize)
+func echoStream(name string, conn net.Conn, buf []byte) error {
 	for {
 		n, rerr := conn.Read(buf)
 		if n > 0 {
@@ -159,8 +171,7 @@ func echoStream(name string, conn net.Conn) error {
 }
 
 // discardStream reads and drops everything until EOF.
-func discardStream(name string, conn net.Conn) error {
-	buf := make([]byte, streamBufSize)
+func discardStream(name string, conn net.Conn, buf []byte) error {
 	for {
 		_, err := conn.Read(buf)
 		if errors.Is(err, io.EOF) {
