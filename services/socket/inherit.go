@@ -194,21 +194,8 @@ func FromFile(key config.ListenKey, f *os.File, backlog int, mode os.FileMode) (
 		if err != nil {
 			return nil, err
 		}
-		lf, err := pollableDup(ln.(syscall.Conn), key.String())
-		if err != nil {
-			ln.Close()
+		if err := s.adoptListener(ln); err != nil {
 			return nil, err
-		}
-		raw, err := lf.SyscallConn()
-		if err != nil {
-			ln.Close()
-			lf.Close()
-			return nil, err
-		}
-		s.ln, s.lf, s.raw = ln, lf, raw
-		if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
-			ap := a.AddrPort()
-			s.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		}
 	} else {
 		pc, err := net.FilePacketConn(f)

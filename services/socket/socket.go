@@ -34,17 +34,28 @@ import (
 // in its backlog. Its methods are safe to call from several goroutines,
 // but a Socket is meant to have one user.
 //
-// Descriptors: ln or pc (package net's), and lf, a duplicate of a
-// stream socket, all closed by Close. DupBlocking and AcceptRaw return
-// descriptors that the caller owns.
+// Descriptors: lf (a stream socket) or pc (package net's datagram
+// socket), and ln, a net.Listener on a duplicate of lf, all closed by
+// Close. A TCP socket has ln only once Listener is called (a built-in
+// serves it): one descriptor per listening socket, not two, because
+// every handler start copies superd's descriptor table and every exec
+// closes it again. DupBlocking and AcceptRaw return descriptors that the
+// caller owns.
 type Socket struct {
 	key config.ListenKey
-	ln  net.Listener   // stream sockets; nil for datagram sockets
 	pc  net.PacketConn // datagram sockets; nil for stream sockets
-	// lf is a duplicate of a stream socket, because a net.Listener's
-	// RawConn cannot wait for readiness and the raw accept needs that;
-	// nil for datagram sockets.
+	// lf is a stream socket in Go's poller: a net.Listener's RawConn
+	// cannot wait for readiness, and the raw accept needs that; nil for
+	// datagram sockets.
 	lf *os.File
+	// addr is a stream socket's bound address.
+	addr net.Addr
+	// lnMu guards ln, made by Listener (at bind for a unix socket, whose
+	// listener removes the socket file when it closes), and the
+	// deadline setDeadline gave, which a new ln gets too.
+	lnMu       sync.Mutex
+	ln         net.Listener
+	lnDeadline time.Time
 	// local is the address connections arrive at when the socket is
 	// bound to one address; invalid for wildcard and unix sockets.
 	local netip.AddrPort
@@ -88,6 +99,13 @@ func (s *Socket) bindStream() error {
 	if err != nil {
 		return err
 	}
+	return s.adoptListener(ln)
+}
+
+// adoptListener makes ln, a listening stream socket, the Socket's: its
+// duplicate in Go's poller becomes lf, and a TCP ln closes (Listener
+// makes another when a built-in needs one). It closes ln on failure.
+func (s *Socket) adoptListener(ln net.Listener) error {
 	lf, err := pollableDup(ln.(syscall.Conn), s.key.String())
 	if err != nil {
 		ln.Close()
@@ -99,11 +117,16 @@ func (s *Socket) bindStream() error {
 		lf.Close()
 		return err
 	}
-	s.ln, s.lf, s.raw = ln, lf, raw
-	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
-		ap := a.AddrPort()
-		s.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s.lf, s.raw, s.addr = lf, raw, ln.Addr()
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		if !a.IP.IsUnspecified() {
+			ap := a.AddrPort()
+			s.local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		// lf holds the socket open.
+		return ln.Close()
 	}
+	s.ln = ln
 	return nil
 }
 
@@ -174,8 +197,8 @@ func (s *Socket) Key() config.ListenKey { return s.key }
 
 // Addr returns the bound local address (useful when the port was 0).
 func (s *Socket) Addr() net.Addr {
-	if s.ln != nil {
-		return s.ln.Addr()
+	if s.lf != nil {
+		return s.addr
 	}
 	return s.pc.LocalAddr()
 }
@@ -183,7 +206,7 @@ func (s *Socket) Addr() net.Addr {
 // Reconfigure applies the settings that can change without rebinding:
 // the listen backlog (listen(2) again updates it) and a unix socket's mode.
 func (s *Socket) Reconfigure(backlog int, mode os.FileMode) error {
-	if s.ln != nil && backlog > 0 {
+	if s.lf != nil && backlog > 0 {
 		var lerr error
 		err := s.raw.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), backlog) })
 		if err = errors.Join(err, lerr); err != nil {
@@ -260,8 +283,13 @@ func chmodSocket(path string, mode os.FileMode) error {
 func (s *Socket) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		if s.ln != nil {
-			s.closeErr = errors.Join(s.lf.Close(), s.ln.Close())
+		if s.lf != nil {
+			s.lnMu.Lock()
+			if s.ln != nil {
+				s.closeErr = s.ln.Close()
+			}
+			s.lnMu.Unlock()
+			s.closeErr = errors.Join(s.lf.Close(), s.closeErr)
 		} else {
 			s.closeErr = s.pc.Close()
 		}
@@ -275,7 +303,52 @@ func (s *Socket) Closed() bool { return s.closed.Load() }
 // Listener is the stream socket as a net.Listener (nil for a datagram
 // socket), for in-process services that want net.Conns. Do not close it:
 // Close does.
-func (s *Socket) Listener() net.Listener { return s.ln }
+func (s *Socket) Listener() net.Listener {
+	if s.lf == nil {
+		return nil
+	}
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if s.ln == nil {
+		ln, err := s.newListener()
+		if err != nil {
+			return failedListener{err: fmt.Errorf("listener for %s: %w", s.key, err), addr: s.addr}
+		}
+		if !s.lnDeadline.IsZero() {
+			if d, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+				d.SetDeadline(s.lnDeadline)
+			}
+		}
+		s.ln = ln
+	}
+	return s.ln
+}
+
+// newListener makes a net.Listener on a duplicate of lf. The duplicate
+// is made here rather than by net.FileListener(lf), which would switch
+// lf, shared with the raw accept, to blocking mode.
+func (s *Socket) newListener() (net.Listener, error) {
+	if s.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	tmp, err := pollableDup(s.lf, s.key.String())
+	if err != nil {
+		return nil, err
+	}
+	defer tmp.Close()
+	return net.FileListener(tmp)
+}
+
+// failedListener is what Listener returns when it cannot make one: its
+// Accept fails with the reason.
+type failedListener struct {
+	err  error
+	addr net.Addr
+}
+
+func (f failedListener) Accept() (net.Conn, error) { return nil, f.err }
+func (f failedListener) Close() error              { return nil }
+func (f failedListener) Addr() net.Addr            { return f.addr }
 
 // PacketConn is the datagram socket as a net.PacketConn (nil for a
 // stream socket). Do not close it: Close does.
@@ -292,11 +365,14 @@ func (s *Socket) ClearInterrupt() { s.setDeadline(time.Time{}) }
 
 func (s *Socket) setDeadline(t time.Time) {
 	switch {
-	case s.ln != nil:
+	case s.lf != nil:
 		s.lf.SetReadDeadline(t)
+		s.lnMu.Lock()
+		s.lnDeadline = t
 		if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
 			d.SetDeadline(t)
 		}
+		s.lnMu.Unlock()
 	default:
 		s.pc.SetReadDeadline(t)
 	}

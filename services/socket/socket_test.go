@@ -512,12 +512,55 @@ func TestInterrupt(t *testing.T) {
 	if p, _ := addrPort(r.peer); p != apOf(c.LocalAddr()) {
 		t.Errorf("accepted %v, want the client that waited through the interrupt %v", p, c.LocalAddr())
 	}
-	// The net.Listener (built-in services) is interrupted as well.
+	// The net.Listener (built-in services) is interrupted as well, also
+	// when it is made after the interrupt.
 	s.Interrupt()
-	if _, err := s.ln.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if _, err := s.Listener().Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("Listener.Accept while interrupted = %v, want os.ErrDeadlineExceeded", err)
 	}
 	s.ClearInterrupt()
+	s.Interrupt()
+	if _, err := s.Listener().Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Listener.Accept while interrupted again = %v, want os.ErrDeadlineExceeded", err)
+	}
+	s.ClearInterrupt()
+}
+
+// TestOneDescriptorPerTCPSocket checks that a bound TCP socket holds one
+// descriptor until a built-in asks for its net.Listener: every handler
+// start copies superd's descriptor table.
+func TestOneDescriptorPerTCPSocket(t *testing.T) {
+	// The first socket also opens Go's poller (epoll, eventfd).
+	bindSock(t, "tcp", "127.0.0.1:0").Close()
+	before := openFDs(t)
+	s := bindSock(t, "tcp", "127.0.0.1:0")
+	if got := openFDs(t) - before; got != 1 {
+		t.Errorf("a bound TCP socket holds %d descriptors, want 1", got)
+	}
+	c := dial(t, "tcp", s.Addr().String())
+	conn, err := s.Listener().Accept()
+	if err != nil {
+		t.Fatalf("Listener.Accept: %v", err)
+	}
+	conn.Close()
+	c.Close()
+	if got := openFDs(t) - before; got != 2 {
+		t.Errorf("with its net.Listener, %d descriptors, want 2", got)
+	}
+	s.Close()
+	if got := openFDs(t) - before; got != 0 {
+		t.Errorf("after Close, %d descriptors more than before, want 0", got)
+	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 // TestDupBlocking checks the wait-mode handoff: the duplicate is blocking
