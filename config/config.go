@@ -45,6 +45,14 @@ type Global struct {
 	// ShutdownGrace is how long handlers get between SIGTERM and SIGKILL
 	// at shutdown; default 10s, at most MaxShutdownGrace.
 	ShutdownGrace time.Duration
+	// Metrics is the host:port to serve Prometheus metrics on (at
+	// /metrics), the host an IP address or "localhost", the IP in its
+	// canonical form; empty (the default) for none. Port 0 lets the
+	// system pick one.
+	Metrics string
+	// MetricsAllowRemote allows a Metrics address other than loopback,
+	// the wildcard included; without it Load refuses one.
+	MetricsAllowRemote bool
 	// Files lists every file read: the main file first, then the included
 	// files in the order they were read.
 	Files []string

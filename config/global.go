@@ -3,7 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -38,6 +41,8 @@ func globalKeys() []named[func(globalIn) error] {
 		{"syslog_tag", func(k globalIn) (err error) { k.SyslogTag, err = parseTag(k.val); return }},
 		{"syslog_socket", func(k globalIn) (err error) { k.SyslogSocket, err = parseSyslogSocket(k.val); return }},
 		{"shutdown_grace", func(k globalIn) (err error) { k.ShutdownGrace, err = parseShutdownGrace(k.val); return }},
+		{"metrics", func(k globalIn) (err error) { k.Metrics, err = parseMetricsAddr(k.val); return }},
+		{"metrics_allow_remote", func(k globalIn) (err error) { k.MetricsAllowRemote, err = asBool(k.val); return }},
 		{"include", func(k globalIn) (err error) { *k.globs, err = parseIncludes(k.setting); return }},
 	}
 }
@@ -50,6 +55,7 @@ func (l *loader) global(g *Global, s setting) []string {
 		return nil
 	}
 	var globs []string
+	var metrics *setting // the metrics key, when accepted
 	table := globalKeys()
 	for _, k := range keys {
 		parse, err := findKey(table, k.name, "key")
@@ -58,9 +64,59 @@ func (l *loader) global(g *Global, s setting) []string {
 		}
 		if err != nil {
 			l.report(k, "", err)
+		} else if k.name == "metrics" {
+			metrics = &k
 		}
 	}
+	if metrics != nil && g.Metrics != "" && !g.MetricsAllowRemote && !loopbackAddr(g.Metrics) {
+		l.report(*metrics, "", fmt.Errorf("%s is not a loopback address: the metrics tell whoever can connect which services run and how busy they are; "+
+			"set metrics_allow_remote = true in [superd] to serve them there, or use 127.0.0.1", g.Metrics))
+	}
 	return globs
+}
+
+// parseMetricsAddr accepts "" (no metrics) or host:port, the host an IP
+// address (empty for every address) or localhost, the port a number. It
+// returns the address with the IP in its canonical form, so that a
+// reload compares addresses, not spellings.
+func parseMetricsAddr(v any) (string, error) {
+	s, err := asString(v)
+	if err != nil || s == "" {
+		return "", err
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("metrics address %q must be host:port, e.g. \"127.0.0.1:9911\"", s)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", fmt.Errorf("metrics address %q: port %q must be a number from 0 to 65535", s, port)
+	}
+	port = strconv.FormatUint(n, 10)
+	switch host {
+	case "", "localhost":
+		return net.JoinHostPort(host, port), nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", fmt.Errorf("metrics address %q: host %q must be an IP address or localhost (superd resolves no names for it)", s, host)
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+// loopbackAddr reports whether the metrics address addr, as
+// parseMetricsAddr returns it, serves only this machine. The wildcard
+// (an empty host, 0.0.0.0, ::) does not.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // parseFacility accepts the facilities of package logging.

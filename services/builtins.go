@@ -35,7 +35,7 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		mu.Unlock()
 		wg.Wait()
 	}()
-	for l.adm.Acquire(ctx) {
+	for l.adm.Acquire(ctx, ep.cur.Load().metrics) {
 		c, err := l.sock.Listener().Accept()
 		if err != nil {
 			l.adm.Return()
@@ -47,11 +47,14 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		delay = 0
 		l.short.over()
 		st := ep.cur.Load()
-		release, ok := l.adm.Check(st.svc, connClient(c), st.log)
+		m := st.metrics
+		m.Accepted()
+		release, ok := l.adm.Check(st.svc, connClient(c), st.log, m)
 		if !ok {
 			c.Close()
 			continue
 		}
+		m.Opened()
 		if t := st.svc.Limits.Timeout; t > 0 {
 			// No process to signal: the deadline ends the connection.
 			c.SetDeadline(time.Now().Add(t))
@@ -70,6 +73,7 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 			mu.Unlock()
 			c.Close()
 			release()
+			m.Closed()
 		}()
 	}
 }
@@ -117,8 +121,9 @@ func (l *Listener) serveBuiltinPacket(ep *epoch) {
 			continue
 		}
 		st := ep.cur.Load()
+		st.metrics.Datagram()
 		if ua, ok := addr.(*net.UDPAddr); !ok || st.svc.Access.Empty() ||
-			l.adm.AllowDatagram(st.svc.Access, ua.AddrPort().Addr().Unmap(), addr.String(), st.log) {
+			l.adm.AllowDatagram(st.svc.Access, ua.AddrPort().Addr().Unmap(), addr.String(), st.log, st.metrics) {
 			st.packet.Answer(l.sock.PacketConn(), buf[:n], addr, &line)
 		}
 		l.packetBufs.Put(buf)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services/admit"
 	"github.com/superd/superd/services/builtin"
 	"github.com/superd/superd/services/socket"
@@ -42,6 +43,20 @@ const (
 	ModeBuiltinStream             // an in-process built-in per connection
 	ModeBuiltinPacket             // an in-process built-in answering datagrams
 )
+
+// String names the mode as superd check and the metrics do: nowait,
+// wait or builtin.
+func (m Mode) String() string {
+	switch m {
+	case ModeNowait:
+		return "nowait"
+	case ModeWait:
+		return "wait"
+	case ModeBuiltinStream, ModeBuiltinPacket:
+		return "builtin"
+	}
+	return "unknown"
+}
 
 // ModeOf returns the mode svc runs in.
 func ModeOf(svc *config.Service) Mode {
@@ -116,10 +131,14 @@ type Listener struct {
 // settings are one generation of a Listener's configuration, immutable
 // once stored.
 type settings struct {
-	svc   *config.Service
-	spec  *spec
-	log   *slog.Logger // the base logger with the service attribute
-	epoch *epoch
+	svc  *config.Service
+	spec *spec
+	log  *slog.Logger // the base logger with the service attribute
+	// metrics counts the service's events, on series named after it: a
+	// reload that keeps the name keeps the counts, one that renames the
+	// service counts on the new name's. nil when metrics are off.
+	metrics *metrics.Service
+	epoch   *epoch
 	// packet answers the datagrams of a datagram built-in; nil otherwise.
 	packet *builtin.Packet
 }
@@ -144,7 +163,7 @@ const builtinReplyRate = 100
 
 // newSettings works out the settings of svc, without their epoch.
 func newSettings(svc *config.Service, rt *Runtime, base *slog.Logger) (*settings, error) {
-	st := &settings{svc: svc, spec: newSpec(svc, rt), log: base.With("service", svc.Name)}
+	st := &settings{svc: svc, spec: newSpec(svc, rt), log: base.With("service", svc.Name), metrics: rt.Metrics.For(svc.Name)}
 	if ModeOf(svc) == ModeBuiltinPacket {
 		p, err := builtin.NewPacket(svc.Builtin, replyLimiter(svc.Limits.Rate))
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services/admit"
 	"github.com/superd/superd/services/proc"
 	"github.com/superd/superd/services/socket"
@@ -33,7 +34,7 @@ func (l *Listener) serveNowait(ep *epoch) {
 		fails startFailures
 	)
 	defer wg.Wait()
-	for l.adm.Acquire(ctx) {
+	for l.adm.Acquire(ctx, ep.cur.Load().metrics) {
 		// fork failing for want of processes or descriptors, or a handler
 		// gone missing: slow down, as for accept errors.
 		if d := fails.delay(); d > 0 && !sleep(ctx, d) {
@@ -56,14 +57,17 @@ func (l *Listener) serveNowait(ep *epoch) {
 			continue
 		}
 		delay = 0
-		if st := ep.cur.Load(); st.spec == nil || !st.spec.confined {
-			fails.record(l.handle(ep, fd, sa))
+		st := ep.cur.Load()
+		st.metrics.Accepted()
+		at := st.metrics.Now()
+		if st.spec == nil || !st.spec.confined {
+			fails.record(l.handle(ep, fd, sa, at))
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fails.record(l.handle(ep, fd, sa))
+			fails.record(l.handle(ep, fd, sa, at))
 		}()
 	}
 }
@@ -106,14 +110,16 @@ func clientOf(p *socket.Peer) admit.Client {
 
 // handle runs the checks that need the peer's address and starts the
 // handler, with the latest settings of its mode, ep. It owns fd and the
-// slot taken by Acquire. It returns errRefused when the checks turned
-// the client away, and another error when a handler could not be
-// started. A start that fails for want of descriptors is tried again
+// slot taken by Acquire; accepted is when fd was accepted (Now of the
+// service's metrics). It returns errRefused when the checks turned the
+// client away, and another error when a handler could not be started.
+// A start that fails for want of descriptors is tried again
 // (startDeferred) until ep ends.
-func (l *Listener) handle(ep *epoch, fd int, sa syscall.Sockaddr) error {
+func (l *Listener) handle(ep *epoch, fd int, sa syscall.Sockaddr, accepted time.Time) error {
 	st := ep.cur.Load()
+	m := st.metrics
 	p := l.sock.Describe(fd, sa)
-	release, ok := l.adm.Check(st.svc, clientOf(p), st.log)
+	release, ok := l.adm.Check(st.svc, clientOf(p), st.log, m)
 	if !ok {
 		unix.Close(fd)
 		return errRefused
@@ -121,17 +127,27 @@ func (l *Listener) handle(ep *epoch, fd int, sa syscall.Sockaddr) error {
 	conn := os.NewFile(uintptr(fd), "conn")
 	defer conn.Close()
 	remote := p.String()
-	// release is this connection's: the process table calls it when the
+	// exited is this connection's: the process table calls it when the
 	// handler has been reaped, and only then are its slots free.
+	exited := func(e proc.Exit) {
+		release()
+		countExit(m, e)
+	}
+	m.Starting()
 	err := l.startDeferred(ep.ctx, st.log, func() error {
-		_, err := l.rt.Procs.Start(st.spec.request(conn, p.Env(), st.log, remote, release))
+		_, err := l.rt.Procs.Start(st.spec.request(conn, p.Env(), st.log, remote, exited))
 		return err
 	})
 	switch {
+	case err == nil:
+		m.Started(accepted)
 	case errors.Is(err, proc.ErrReported):
 		// Started and reaped as usual: the reaper releases.
-	case err != nil:
+		m.Refused(metrics.RefusedStartFailed)
+	default:
 		release()
+		m.Abandoned()
+		m.Refused(metrics.RefusedStartFailed)
 		st.log.Error("start_failed", "remote", remote, "path", st.svc.Exec.Path, "err", err)
 	}
 	return err

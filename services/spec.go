@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services/confine"
 	"github.com/superd/superd/services/proc"
 )
@@ -29,6 +30,8 @@ type Runtime struct {
 	// Euid is superd's effective uid; handlers switch users only when it
 	// is 0.
 	Euid int
+	// Metrics receives every service's counts; nil when metrics are off.
+	Metrics *metrics.Registry
 }
 
 // spec is everything about a service that is worked out once per
@@ -135,7 +138,7 @@ func (sp *spec) command(stdio *os.File, connEnv []string) *proc.Command {
 // request builds the start of one handler; see command for stdio and
 // connEnv. exited is the caller's: the process table calls it once the
 // handler has been reaped (see proc.Request).
-func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remote string, exited func()) proc.Request {
+func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remote string, exited func(proc.Exit)) proc.Request {
 	return proc.Request{
 		Cmd:       sp.command(stdio, connEnv),
 		Log:       log,
@@ -146,4 +149,35 @@ func (sp *spec) request(stdio *os.File, connEnv []string, log *slog.Logger, remo
 		Exe:       sp.exe,
 		Exited:    exited,
 	}
+}
+
+// outcomeOf is how the metrics file a handler's exit.
+//
+//	timeout struck                   → timeout (whatever the status)
+//	killed by a signal               → signal
+//	exit status 0                    → success
+//	other exit status, wait failed   → failure
+func outcomeOf(e proc.Exit) metrics.Outcome {
+	switch {
+	case e.TimedOut:
+		return metrics.OutcomeTimeout
+	case e.Err != nil:
+		return metrics.OutcomeFailure
+	case e.Status.Signaled():
+		return metrics.OutcomeSignal
+	case e.Status.Exited() && e.Status.ExitStatus() == 0:
+		return metrics.OutcomeSuccess
+	}
+	return metrics.OutcomeFailure
+}
+
+// countExit records a handler's exit in m: as an exit, or, when the
+// trampoline never ran the handler, only as a handler no longer
+// running (the start failure is counted where Start reported it).
+func countExit(m *metrics.Service, e proc.Exit) {
+	if e.StartFailed {
+		m.Abandoned()
+		return
+	}
+	m.Exited(outcomeOf(e), e.Duration)
 }

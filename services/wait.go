@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services/proc"
 )
 
@@ -124,27 +125,42 @@ func (l *Listener) waitTurn(ep *epoch) bool {
 			return false
 		}
 	}
-	return l.adm.Token(ctx)
+	return l.adm.Token(ctx, ep.cur.Load().metrics)
 }
 
 // startWait starts a handler on the socket itself, with the latest
 // settings of ep. It returns a channel that the handler's reaper closes
 // once the handler has exited, or nil when no handler started (logged).
 // Out of descriptors, it waits for some (startDeferred) until ep ends.
+// The metrics time the start from the call (the socket is readable by
+// then): superd never sees the client it is for.
 func (l *Listener) startWait(ep *epoch) <-chan struct{} {
 	st := ep.cur.Load()
+	m := st.metrics
+	at := m.Now()
 	env := []string{"PROTO=" + protoOf(l.key.Network)}
 	exited := make(chan struct{})
+	m.Starting()
 	err := l.startDeferred(ep.ctx, st.log, func() error {
 		f, err := l.sock.DupBlocking()
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		_, err = l.rt.Procs.Start(st.spec.request(f, env, st.log, "", func() { close(exited) }))
+		_, err = l.rt.Procs.Start(st.spec.request(f, env, st.log, "", func(e proc.Exit) {
+			countExit(m, e)
+			close(exited)
+		}))
 		return err
 	})
-	if err != nil && !errors.Is(err, proc.ErrReported) {
+	switch {
+	case err == nil:
+		m.Started(at)
+	case errors.Is(err, proc.ErrReported):
+		m.Refused(metrics.RefusedStartFailed)
+	default:
+		m.Abandoned()
+		m.Refused(metrics.RefusedStartFailed)
 		st.log.Error("start_failed", "path", st.svc.Exec.Path, "err", err)
 		return nil
 	}

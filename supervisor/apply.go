@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services"
 )
 
@@ -183,6 +185,43 @@ func (s *Supervisor) postpone(svc *config.Service, delay time.Duration, now time
 	s.log.Info("bind_retry", "service", svc.Name, "in", delay)
 }
 
+// publish tells the metrics which services listen now.
+func (s *Supervisor) publish() {
+	m := s.opts.Runtime.Metrics
+	if m == nil {
+		return
+	}
+	list := make([]metrics.ServiceInfo, 0, len(s.listeners))
+	for key, l := range s.listeners {
+		list = append(list, metrics.ServiceInfo{Name: l.Name(), Listen: key.String(), Mode: l.Mode().String()})
+	}
+	slices.SortFunc(list, func(a, b metrics.ServiceInfo) int { return strings.Compare(a.Name, b.Name) })
+	m.SetServices(list)
+}
+
+// dropSeries deletes the metrics of every service of other that the
+// configuration in force does not run: a reload removed, renamed or
+// disabled it, or (other being a reload's configuration that was
+// rolled back) never added it. Their handlers still running count
+// nowhere from then on.
+func (s *Supervisor) dropSeries(other *config.Config) {
+	m := s.opts.Runtime.Metrics
+	if m == nil {
+		return
+	}
+	keep := make(map[string]bool, len(s.cfg.Services))
+	for _, svc := range s.cfg.Services {
+		if !svc.Disabled {
+			keep[svc.Name] = true
+		}
+	}
+	for _, svc := range other.Services {
+		if !keep[svc.Name] {
+			m.Drop(svc.Name)
+		}
+	}
+}
+
 // retryBinds tries again every pending service that is due.
 func (s *Supervisor) retryBinds(now time.Time) {
 	for name, p := range s.pending {
@@ -195,6 +234,7 @@ func (s *Supervisor) retryBinds(now time.Time) {
 		}
 	}
 	s.armRetry()
+	s.publish()
 	s.opts.Notify(s.status())
 }
 

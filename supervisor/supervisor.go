@@ -142,6 +142,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// binds, and cannot fail.
 	s.apply(s.cfg)
 	s.closeInherited()
+	s.publish()
 	s.opts.Notify("READY=1\n" + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
 	settle()
@@ -188,11 +189,13 @@ func (s *Supervisor) status() string {
 func (s *Supervisor) reload() {
 	s.opts.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	s.log.Info("reloading")
+	m := s.opts.Runtime.Metrics
 	next, err := s.opts.Load()
 	if err != nil {
 		for _, e := range flatten(err) {
 			s.log.Error("reload_failed", "err", e, "keeping", "the running configuration")
 		}
+		m.Reloaded(false)
 		s.opts.Notify("READY=1\n" + s.status() + " (last reload failed)")
 		return
 	}
@@ -202,9 +205,18 @@ func (s *Supervisor) reload() {
 	if g, h := s.cfg.Global, next.Global; g.Log != h.Log || g.SyslogFacility != h.SyslogFacility || g.SyslogTag != h.SyslogTag || g.SyslogSocket != h.SyslogSocket {
 		s.log.Warn("log_settings_changed", "note", "log settings take effect when superd restarts")
 	}
+	if was, is := s.cfg.Global.Metrics, next.Global.Metrics; was != is {
+		s.log.Warn("config_warning", "warning", fmt.Sprintf("[superd] metrics changed from %q to %q: it takes effect when superd restarts (until then superd serves the metrics as it started)", was, is))
+	}
 	s.warnClosing(next)
+	prev := s.cfg
 	p, err := s.apply(next)
 	if err != nil {
+		// The rollback closed the services this reload added: forget
+		// their series too.
+		s.dropSeries(next)
+		s.publish()
+		m.Reloaded(false)
 		var ue *updateError
 		name := ""
 		if errors.As(err, &ue) {
@@ -215,6 +227,9 @@ func (s *Supervisor) reload() {
 		return
 	}
 	s.cfg = next
+	s.dropSeries(prev)
+	s.publish()
+	m.Reloaded(true)
 	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending),
 		"added", p.added, "removed", p.removed, "changed", p.changed)
 	s.opts.Notify("READY=1\n" + s.status())

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/internal/testkit"
 	"github.com/superd/superd/services"
 	"github.com/superd/superd/services/proc"
@@ -78,6 +79,12 @@ func newProcs(t *testing.T) *proc.Table {
 // its first READY=1.
 func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 	t.Helper()
+	return startWith(t, cfg, watchdog, nil)
+}
+
+// startWith is start with reg (nil: none) as the Runtime's metrics.
+func startWith(t *testing.T, cfg *config.Config, watchdog time.Duration, reg *metrics.Registry) *run {
+	t.Helper()
 	r := &run{log: testkit.NewRecorder(t), notes: testkit.NewRecorder(t), procs: newProcs(t), done: make(chan error, 1), entered: make(chan struct{}, 100)}
 	self, err := os.Executable()
 	if err != nil {
@@ -96,7 +103,7 @@ func start(t *testing.T, cfg *config.Config, watchdog time.Duration) *run {
 			return r.next.Load(), nil
 		},
 		Log:      r.log.Logger(),
-		Runtime:  &services.Runtime{Procs: r.procs, Self: self, Euid: os.Geteuid()},
+		Runtime:  &services.Runtime{Procs: r.procs, Self: self, Euid: os.Geteuid(), Metrics: reg},
 		Notify:   func(state string) { r.notes.Add(testkit.Entry{Msg: state}) },
 		Watchdog: watchdog,
 	})

@@ -46,6 +46,13 @@ func printConfig(w io.Writer, cfg *config.Config) {
 		// an empty or half-saved file reaches a running superd.
 		fmt.Fprintf(w, "warning: %s: no enabled services: superd would listen on nothing\n", cfg.Global.Files[0])
 	}
+	if g := cfg.Global; g.Metrics != "" {
+		line := "metrics: served on " + g.Metrics + " at /metrics"
+		if g.MetricsAllowRemote {
+			line += " (metrics_allow_remote: other hosts may connect)"
+		}
+		fmt.Fprintln(w, line)
+	}
 	fmt.Fprintf(w, "%s: %s, configuration OK\n", cfg.Global.Files[0], plural(len(cfg.Services), "service"))
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/superd/superd/config"
 	"github.com/superd/superd/internal/logging"
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services"
 	"github.com/superd/superd/services/confine"
 	"github.com/superd/superd/services/proc"
@@ -51,6 +52,8 @@ Usage:
         validate the configuration without binding anything
   superd convert [--from inetd|xinetd] FILE...
         print inetd.conf or xinetd configuration as services.toml
+  superd status [--metrics ADDR] [--config PATH]
+        show every service's handlers and connections, from the metrics
   superd version
         print the version
 
@@ -78,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "convert":
 		return cmdConvert(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionLine())
 		return 0
@@ -161,6 +166,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer exe.Close()
+	// Bound before READY, and before anything else can fail on it.
+	var reg *metrics.Registry
+	if g.Metrics != "" {
+		reg = metrics.New(buildVersion(version, commit, buildInfo()))
+		ms, err := serveMetrics(g.Metrics, reg.Handler(), log)
+		if err != nil {
+			fmt.Fprintln(stderr, "superd:", err)
+			return 1
+		}
+		defer ms.Close()
+	}
 	procs, err := proc.New()
 	if err != nil {
 		fmt.Fprintln(stderr, "superd:", err)
@@ -170,7 +186,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	sup := supervisor.New(cfg, supervisor.Options{
 		Load:     func() (*config.Config, error) { return config.Load(*path) },
 		Log:      log,
-		Runtime:  &services.Runtime{Procs: procs, Self: self, Exe: exe, Euid: os.Geteuid()},
+		Runtime:  &services.Runtime{Procs: procs, Self: self, Exe: exe, Euid: os.Geteuid(), Metrics: reg},
 		Notify:   sdNotifier(os.Getenv("NOTIFY_SOCKET"), log),
 		Watchdog: watchdog,
 		// As PID 1 (of a container) superd inherits every orphan.

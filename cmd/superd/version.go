@@ -69,11 +69,16 @@ func vcsCommit(settings []debug.BuildSetting) string {
 	return rev
 }
 
+// buildInfo is the go command's build information; nil without any.
+func buildInfo() *debug.BuildInfo {
+	info, _ := debug.ReadBuildInfo()
+	return info
+}
+
 // versionLine is what `superd version` prints, e.g.
 // "superd 0.1.0 (commit abc1234, go1.26.8)".
 func versionLine() string {
-	info, _ := debug.ReadBuildInfo() // nil without build information
-	ver, commit := buildVersion(version, commit, info)
+	ver, commit := buildVersion(version, commit, buildInfo())
 	return fmt.Sprintf("superd %s (commit %s, %s)", ver, commit, runtime.Version())
 }
 

@@ -33,16 +33,22 @@ func nonblock(fd int) bool {
 	return err == nil && fl&unix.O_NONBLOCK != 0
 }
 
-// extraFDs lists the descriptors open above 2, as "FD:TARGET", except
-// the Go runtime's own (it may read the cgroup CPU quota at start).
+// inherited reports whether fd is open and could have come through the
+// exec: one with FD_CLOEXEC cannot have, so it is this process's own
+// (the Go runtime's cgroup files, the poller that a package's init
+// started by opening a file).
+func inherited(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	return err == nil && fl&unix.FD_CLOEXEC == 0
+}
+
+// extraFDs lists the descriptors open above 2 that came through the
+// exec, as "FD:TARGET".
 func extraFDs() []string {
 	var desc []string
 	for fd := 3; fd < 1024; fd++ {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			continue
-		}
-		l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-		if !strings.HasPrefix(l, "/sys/fs/cgroup/") {
+		if inherited(fd) {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 			desc = append(desc, fmt.Sprintf("%d:%s", fd, l))
 		}
 	}
@@ -128,16 +134,12 @@ func sockaddrString(sa unix.Sockaddr) string {
 	return fmt.Sprintf("%T", sa)
 }
 
-// FDs writes "nonblock=BOOL fds=[...]": fd 0's mode and every open
-// descriptor from 0 up, except the Go runtime's own.
+// FDs writes "nonblock=BOOL fds=[...]": fd 0's mode and every
+// descriptor from 0 up that came through the exec (see inherited).
 func FDs([]string) int {
 	var fds []int
 	for fd := 0; fd < 256; fd++ {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			continue
-		}
-		// The Go runtime may read the cgroup CPU quota at start.
-		if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); !strings.HasPrefix(l, "/sys/fs/cgroup/") {
+		if inherited(fd) {
 			fds = append(fds, fd)
 		}
 	}

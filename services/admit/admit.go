@@ -1,8 +1,9 @@
 // Package admit decides whether a service takes another client: the
 // instances limit (slots), the connection rate (a token bucket), the
-// per_source limit (IPv4 /32, IPv6 /64), the access lists, and the
+// per_source limit (IPv4 /32, IPv6 /64), the access lists, the
 // summaries of refusals in the log (at most one line per second and
-// reason).
+// reason), and the counts of refusals and waits in the service's
+// metrics.
 //
 // The package deliberately does not accept, close or read connections,
 // and it starts no goroutine: its caller's serve loop waits in Acquire
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
 )
 
 // Admission is the state that decides whether one socket's service takes
@@ -90,12 +92,13 @@ func (a *Admission) Configure(instances int, r float64) {
 // are there, the caller does not accept, and clients wait in the kernel's
 // backlog. It returns false when ctx is done first, holding nothing. The
 // slot taken goes back with Return, or with Check (refused) or the
-// release Check returns.
-func (a *Admission) Acquire(ctx context.Context) bool {
-	if err := a.slots.acquire(ctx); err != nil {
+// release Check returns. Each wait counts once in m (nil: nowhere), for
+// the limit that caused it.
+func (a *Admission) Acquire(ctx context.Context, m *metrics.Service) bool {
+	if err := a.slots.acquire(ctx, m); err != nil {
 		return false
 	}
-	if !a.Token(ctx) {
+	if !a.Token(ctx, m) {
 		a.slots.release()
 		return false
 	}
@@ -108,14 +111,18 @@ func (a *Admission) Return() { a.slots.release() }
 
 // Token waits for a rate token, or until ctx is done (false). A rate
 // changed by Configure meanwhile applies at once. Wait-mode services,
-// which have no slots, take only tokens.
-func (a *Admission) Token(ctx context.Context) bool {
-	for {
+// which have no slots, take only tokens. A wait counts once in m (nil:
+// nowhere), however often the rate changes during it.
+func (a *Admission) Token(ctx context.Context, m *metrics.Service) bool {
+	for waited := false; ; waited = true {
 		changed := *a.rateChanged.Load()
 		r := a.limiter.Load().Reserve()
 		d := r.Delay()
 		if d == 0 {
 			return true
+		}
+		if !waited {
+			m.Waited(metrics.WaitRate)
 		}
 		t := time.NewTimer(d)
 		select {
@@ -148,11 +155,12 @@ type Client struct {
 // Check applies the checks that need the client's address, the access
 // lists and per_source of svc, to a connection that holds a slot from
 // Acquire. A refused client's slot goes back at once, the refusal is
-// logged (summarized, see denials) to log, and ok is false: the caller
-// closes the connection. An admitted client counts as running (Running)
-// until the caller calls release, once, when the client's handler or
-// connection has ended: it gives back the slot and the per_source place.
-func (a *Admission) Check(svc *config.Service, c Client, log *slog.Logger) (release func(), ok bool) {
+// logged (summarized, see denials) to log and counted in m (nil:
+// nowhere) by reason, and ok is false: the caller closes the connection.
+// An admitted client counts as running (Running) until the caller calls
+// release, once, when the client's handler or connection has ended: it
+// gives back the slot and the per_source place.
+func (a *Admission) Check(svc *config.Service, c Client, log *slog.Logger, m *metrics.Service) (release func(), ok bool) {
 	switch {
 	case c.Unix:
 		a.active.Add(1)
@@ -161,11 +169,13 @@ func (a *Admission) Check(svc *config.Service, c Client, log *slog.Logger) (rele
 		// Fail closed: a client superd cannot identify passes no list.
 		a.slots.release()
 		a.denials.log(log, "unknown peer", "?")
+		m.Refused(metrics.RefusedAccess)
 		return nil, false
 	}
 	if !svc.Access.Allowed(c.Addr) {
 		a.slots.release()
 		a.denials.log(log, "access", c.Remote)
+		m.Refused(metrics.RefusedAccess)
 		return nil, false
 	}
 	if svc.Limits.PerSource <= 0 {
@@ -176,6 +186,7 @@ func (a *Admission) Check(svc *config.Service, c Client, log *slog.Logger) (rele
 	if !a.sources.take(key, svc.Limits.PerSource) {
 		a.slots.release()
 		a.denials.log(log, "per_source", c.Remote)
+		m.Refused(metrics.RefusedPerSource)
 		return nil, false
 	}
 	a.active.Add(1)
@@ -192,13 +203,14 @@ func (a *Admission) releaseSlot() {
 }
 
 // AllowDatagram applies access to a datagram from addr, for datagram
-// built-ins, which take no slots. A refusal is logged like a
+// built-ins, which take no slots. A refusal is logged and counted like a
 // connection's.
-func (a *Admission) AllowDatagram(access config.Access, addr netip.Addr, remote string, log *slog.Logger) bool {
+func (a *Admission) AllowDatagram(access config.Access, addr netip.Addr, remote string, log *slog.Logger, m *metrics.Service) bool {
 	if access.Allowed(addr) {
 		return true
 	}
 	a.denials.log(log, "access", remote)
+	m.Refused(metrics.RefusedAccess)
 	return false
 }
 
@@ -228,8 +240,10 @@ type slots struct {
 	wake   chan struct{} // closed and replaced whenever a slot may have freed up
 }
 
-func (g *slots) acquire(ctx context.Context) error {
-	for {
+// acquire takes a slot, waiting for one while all are used; a wait
+// counts once in m.
+func (g *slots) acquire(ctx context.Context, m *metrics.Service) error {
+	for waited := false; ; waited = true {
 		g.mu.Lock()
 		if g.used < g.limit {
 			g.used++
@@ -239,6 +253,9 @@ func (g *slots) acquire(ctx context.Context) error {
 		wake := g.wake
 		g.waiter++
 		g.mu.Unlock()
+		if !waited {
+			m.Waited(metrics.WaitInstances)
+		}
 		select {
 		case <-wake:
 		case <-ctx.Done():

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/metrics"
+	"github.com/superd/superd/internal/metrics/metricstest"
 	"github.com/superd/superd/internal/testkit"
 )
 
@@ -24,7 +26,7 @@ func TestSlots(t *testing.T) {
 		ctx := context.Background()
 
 		for i := range 2 {
-			if err := g.acquire(ctx); err != nil {
+			if err := g.acquire(ctx, nil); err != nil {
 				t.Fatalf("acquire %d below the limit: %v", i+1, err)
 			}
 		}
@@ -34,7 +36,7 @@ func TestSlots(t *testing.T) {
 
 		waiter := func(ctx context.Context) chan error {
 			ch := make(chan error, 1)
-			go func() { ch <- g.acquire(ctx) }()
+			go func() { ch <- g.acquire(ctx, nil) }()
 			return ch
 		}
 		blocked := func(ch chan error) bool {
@@ -240,12 +242,12 @@ func TestTokenFollowsRateChange(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := New()
 		a.Configure(1, 0.05) // one token every 20s, burst 1
-		if !a.Token(context.Background()) {
+		if !a.Token(context.Background(), nil) {
 			t.Fatal("first token refused")
 		}
 		began := time.Now()
 		got := make(chan bool, 1)
-		go func() { got <- a.Token(context.Background()) }()
+		go func() { got <- a.Token(context.Background(), nil) }()
 		synctest.Wait()
 		select {
 		case <-got:
@@ -281,10 +283,10 @@ func TestDenialsClose(t *testing.T) {
 		c := Client{Addr: netip.MustParseAddr("192.0.2.1"), Remote: "192.0.2.1:1000"}
 		svc := &config.Service{Access: config.Access{NoAccess: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
 		for range 3 {
-			if !a.Acquire(context.Background()) {
+			if !a.Acquire(context.Background(), nil) {
 				t.Fatal("Acquire refused below the limit")
 			}
-			if _, ok := a.Check(svc, c, log); ok {
+			if _, ok := a.Check(svc, c, log, nil); ok {
 				t.Fatal("a client in no_access was admitted")
 			}
 		}
@@ -327,10 +329,10 @@ func TestCheck(t *testing.T) {
 	}
 	check := func(c Client) (func(), bool) {
 		t.Helper()
-		if !a.Acquire(context.Background()) {
+		if !a.Acquire(context.Background(), nil) {
 			t.Fatal("Acquire refused below the limit")
 		}
-		return a.Check(svc, c, log)
+		return a.Check(svc, c, log, nil)
 	}
 	relUnix, ok := check(Client{Unix: true, Remote: "unix"})
 	if !ok {
@@ -370,4 +372,102 @@ func TestCheck(t *testing.T) {
 	if got := a.Running(); got != 1 {
 		t.Errorf("Running = %d, want 1 (the last client)", got)
 	}
+}
+
+// TestCheckCountsRefusals checks that every refusal counts once in the
+// service's metrics, by reason, and that an admitted client counts
+// nothing.
+func TestCheckCountsRefusals(t *testing.T) {
+	reg := metrics.New("test", "test")
+	m := reg.For("svc")
+	log := testkit.NewRecorder(t).Logger()
+	a := New()
+	a.Configure(10, 0)
+	svc := &config.Service{
+		Access: config.Access{NoAccess: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+		Limits: config.Limits{PerSource: 1},
+	}
+	check := func(c Client) (func(), bool) {
+		t.Helper()
+		if !a.Acquire(context.Background(), m) {
+			t.Fatal("Acquire refused below the limit")
+		}
+		return a.Check(svc, c, log, m)
+	}
+	allowed := Client{Addr: netip.MustParseAddr("192.0.2.1"), Remote: "192.0.2.1:1"}
+	rel, ok := check(allowed)
+	if !ok {
+		t.Fatal("an allowed client was refused")
+	}
+	check(allowed)                                                                     // per_source
+	check(allowed)                                                                     // per_source
+	check(Client{Addr: netip.MustParseAddr("198.51.100.7"), Remote: "198.51.100.7:1"}) // no_access
+	check(Client{Remote: "?"})                                                         // unknown: access
+	if !a.AllowDatagram(svc.Access, netip.MustParseAddr("192.0.2.1"), "192.0.2.1:1", log, m) ||
+		a.AllowDatagram(svc.Access, netip.MustParseAddr("198.51.100.7"), "198.51.100.7:1", log, m) {
+		t.Fatal("AllowDatagram judged wrongly")
+	}
+	rel()
+	f := metricstest.Gather(t, reg.Gatherer())
+	for reason, want := range map[string]float64{"per_source": 2, "access": 3, "start_failed": 0} {
+		if got := f.Value(t, "superd_connections_refused_total", "service", "svc", "reason", reason); got != want {
+			t.Errorf("refused{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	for _, reason := range []string{"instances", "rate"} {
+		if got := f.Value(t, "superd_admission_waits_total", "service", "svc", "reason", reason); got != 0 {
+			t.Errorf("waits{reason=%q} = %v with neither limit reached, want 0", reason, got)
+		}
+	}
+}
+
+// TestAdmissionWaitsCounted checks that a wait for a slot and a wait for
+// a rate token each count once, for its limit, however long they last
+// and however often they wake. The bubble's clock makes "still waiting"
+// a fact.
+func TestAdmissionWaitsCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := metrics.New("test", "test")
+		m := reg.For("svc")
+		waits := func(reason string) float64 {
+			return metricstest.Gather(t, reg.Gatherer()).Value(t, "superd_admission_waits_total", "service", "svc", "reason", reason)
+		}
+		a := New()
+		a.Configure(1, 0)
+		ctx := context.Background()
+		if !a.Acquire(ctx, m) {
+			t.Fatal("first Acquire refused")
+		}
+		got := make(chan bool, 1)
+		go func() { got <- a.Acquire(ctx, m) }()
+		synctest.Wait()
+		a.Configure(1, 0) // wakes the waiter, which waits on
+		synctest.Wait()
+		if n := waits("instances"); n != 1 {
+			t.Fatalf("waits{instances} with one Acquire blocked (woken once) = %v, want 1", n)
+		}
+		a.Return()
+		if !<-got {
+			t.Fatal("the blocked Acquire failed after a Return")
+		}
+		if n := waits("instances"); n != 1 {
+			t.Errorf("waits{instances} after the wait ended = %v, want 1", n)
+		}
+
+		// The rate: one token a second, burst 1.
+		a.Return()
+		a.Configure(10, 1)
+		if !a.Acquire(ctx, m) {
+			t.Fatal("Acquire with a full bucket refused")
+		}
+		if n := waits("rate"); n != 0 {
+			t.Fatalf("waits{rate} after a token from a full bucket = %v, want 0", n)
+		}
+		if !a.Acquire(ctx, m) {
+			t.Fatal("Acquire on an empty bucket failed")
+		}
+		if n, i := waits("rate"), waits("instances"); n != 1 || i != 1 {
+			t.Errorf("waits{rate}, waits{instances} after waiting for a token = %v, %v; want 1, 1", n, i)
+		}
+	})
 }

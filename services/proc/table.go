@@ -168,11 +168,28 @@ type Request struct {
 	Confined bool
 	Exe      *os.File
 	// Exited, when set, is called once the handler has been reaped,
-	// before its exit is logged, on the Table's reaper goroutine: it is
-	// the caller's own code (freeing its admission slots, or handing a
-	// wait-mode socket back to its serve loop) and must not block. It is
-	// not called when Start fails.
-	Exited func()
+	// before its exit is logged, on the Table's reaper goroutine, with
+	// how it ended: it is the caller's own code (freeing its admission
+	// slots, handing a wait-mode socket back to its serve loop, counting
+	// the exit) and must not block. It is not called when Start fails
+	// (but is after ErrReported).
+	Exited func(Exit)
+}
+
+// Exit is how a handler ended, as Request.Exited receives it.
+type Exit struct {
+	// Status is the wait status; meaningless when Err is set.
+	Status syscall.WaitStatus
+	// Err is set when the wait failed: how the handler ended is unknown.
+	Err error
+	// TimedOut is set when the Request's timeout struck (SIGTERM went to
+	// the process group), whatever the handler did then.
+	TimedOut bool
+	// StartFailed is set when Start returned ErrReported: the process
+	// reaped is the confinement trampoline, which never ran the handler.
+	StartFailed bool
+	// Duration is the handler's life, from its start to its reap.
+	Duration time.Duration
 }
 
 // ErrReported is Start's error when the confinement trampoline started
@@ -277,13 +294,22 @@ func (t *Table) Start(req Request) (pid int, err error) {
 			t.logStderr(errPipe, log, pid)
 		}()
 	}
+	// reported tells the reaper of a confined start whether the
+	// trampoline reported a failure, before it calls Exited; nil for a
+	// direct start, which either fails in forkExec or runs the handler.
+	var reported chan bool
+	if report != nil {
+		reported = make(chan bool, 1)
+	}
 	go func() {
 		defer t.goDone()
-		t.reap(req, pid, pidfd, who, began, errPipe)
+		t.reap(req, pid, pidfd, who, began, errPipe, reported)
 	}()
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
-		if msg := readReport(report); msg != "" {
+		msg := readReport(report)
+		reported <- msg != ""
+		if msg != "" {
 			log.Error("start_failed", append(slices.Clip(who), "err", msg)...)
 			return pid, ErrReported
 		}
@@ -293,10 +319,13 @@ func (t *Table) Start(req Request) (pid int, err error) {
 
 // reap waits for one handler (and closes its pidfd), enforcing its
 // timeout on the whole process group, calls its Exited, drains its
-// stderr pipe (errPipe, nil without one), and logs its exit.
-func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, errPipe *stderrPipe) {
+// stderr pipe (errPipe, nil without one), and logs its exit. reported,
+// for a confined start, says whether the trampoline failed (see Start).
+func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, errPipe *stderrPipe, reported <-chan bool) {
 	log := req.Log
-	stopTimers := func() {}
+	// stopTimers stops the timeout's timers that have not fired, and
+	// reports whether the timeout struck.
+	stopTimers := func() (struck bool) { return false }
 	if req.Timeout > 0 {
 		term := time.AfterFunc(req.Timeout, func() {
 			log.Warn("timeout", append(slices.Clip(who), "after", req.Timeout)...)
@@ -306,14 +335,17 @@ func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, er
 		// Once the timeout has struck, the SIGKILL stays due even if the
 		// leader died of the SIGTERM: the rest of its group may not have.
 		// The timer keeps no goroutine: it ends on its own.
-		stopTimers = func() {
+		stopTimers = func() bool {
 			if term.Stop() {
 				kill.Stop()
+				return false
 			}
+			return true
 		}
 	}
 	ws, err := waitExit(pid, pidfd)
-	stopTimers()
+	took := time.Since(began).Round(time.Microsecond)
+	struck := stopTimers()
 	left := findLeftovers(pid)
 	t.mu.Lock()
 	delete(t.procs, pid)
@@ -331,7 +363,10 @@ func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, er
 	}
 	t.mu.Unlock()
 	if req.Exited != nil {
-		req.Exited()
+		// A confined start's trampoline has exec'd or died by now, so
+		// its report is in (or on its way, from Start's goroutine).
+		failed := reported != nil && <-reported
+		req.Exited(Exit{Status: ws, Err: err, TimedOut: struck, StartFailed: failed, Duration: took})
 	}
 	if errPipe != nil {
 		// The handler's last lines come before its exit line; a process
@@ -339,7 +374,6 @@ func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, er
 		errPipe.drain()
 	}
 	status := exitStatus(ws, err)
-	took := time.Since(began).Round(time.Microsecond)
 	log.Info("exit", append(slices.Clip(who), "status", status, "duration", took)...)
 }
 

@@ -138,7 +138,7 @@ func TestProcsStartReap(t *testing.T) {
 		Cmd:    cmd,
 		Log:    e.log.With("service", "t"),
 		Remote: "127.0.0.1:5555",
-		Exited: func() {
+		Exited: func(Exit) {
 			calls.Add(1)
 			exitLoggedFirst.Store(e.rec.Count(match("exit")) > 0)
 		},
@@ -176,7 +176,7 @@ func TestProcsStartReap(t *testing.T) {
 	}
 
 	// Without remote (wait mode) the exit line has none.
-	pid = startProc(t, p, Request{Cmd: shCmd("exit 0"), Log: e.log, Exited: func() {}})
+	pid = startProc(t, p, Request{Cmd: shCmd("exit 0"), Log: e.log, Exited: func(Exit) {}})
 	ex = e.rec.Wait(t, match("exit", "pid", strconv.Itoa(pid)))
 	if _, ok := ex.Attrs["remote"]; ok || ex.Attrs["status"] != "0" {
 		t.Errorf("wait-mode exit line = %v, want status=0 and no remote", ex)
@@ -190,7 +190,7 @@ func TestProcsStartFails(t *testing.T) {
 	for _, logStderr := range []bool{false, true} {
 		cmd := &Command{Path: "/nonexistent/handler", Args: []string{"handler"}, Sys: &syscall.SysProcAttr{Setsid: true}}
 		pid, err := p.Start(Request{Cmd: cmd, Log: e.log, LogStderr: logStderr,
-			Exited: func() { t.Errorf("exited called for a handler that never started") }})
+			Exited: func(Exit) { t.Errorf("exited called for a handler that never started") }})
 		if err == nil || !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("start of a missing program = %d, %v; want an error wrapping ErrNotExist", pid, err)
 		}
@@ -212,7 +212,7 @@ func TestProcsStderr(t *testing.T) {
 		Cmd:       shCmd(`printf 'one\ntwo\r\n\n' >&2; printf 'last' >&2`),
 		Log:       e.log.With("service", "t"),
 		LogStderr: true,
-		Exited:    func() {},
+		Exited:    func(Exit) {},
 	})
 	waitProcs(t, p)
 	var got []string
@@ -229,7 +229,7 @@ func TestProcsStderr(t *testing.T) {
 
 	cmd := shCmd(`printf '%s\n' "$LONG" >&2`)
 	cmd.Env = []string{"LONG=" + long}
-	pid = startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func() {}})
+	pid = startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func(Exit) {}})
 	waitProcs(t, p)
 	got = nil
 	for _, l := range e.rec.Filter(match("stderr", "pid", strconv.Itoa(pid))) {
@@ -255,7 +255,7 @@ func TestProcsStderrBeforeExit(t *testing.T) {
 		Cmd:       shCmd(`i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do echo "line $i" >&2; i=$((i+1)); done`),
 		Log:       e.log,
 		LogStderr: true,
-		Exited:    func() {},
+		Exited:    func(Exit) {},
 	})
 	e.rec.Wait(t, match("exit", "pid", strconv.Itoa(pid)))
 	if got := e.rec.Count(match("stderr", "pid", strconv.Itoa(pid))); got != n {
@@ -275,7 +275,7 @@ func TestProcsSignal(t *testing.T) {
 	p := e.tab
 	cmd := shCmd("sleep 30 & echo started; wait")
 	out := pipeOut(t, cmd)
-	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Exited: func() {}})
+	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Exited: func(Exit) {}})
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || line != "started\n" {
 		t.Fatalf("handler said %q, %v", line, err)
@@ -297,7 +297,7 @@ func TestProcsTimeout(t *testing.T) {
 	cmd := shCmd("sleep 30 & wait")
 	out := pipeOut(t, cmd)
 	began := time.Now()
-	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Timeout: 200 * time.Millisecond, Exited: func() {}})
+	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Timeout: 200 * time.Millisecond, Exited: func(Exit) {}})
 	readToEOF(t, out)
 	if took := time.Since(began); took < 200*time.Millisecond {
 		t.Errorf("the handler ended after %v, before its 200ms timeout", took)
@@ -313,7 +313,7 @@ func TestProcsTimeout(t *testing.T) {
 	waitProcs(t, p)
 
 	// A handler that ends in time logs no timeout.
-	pid = startProc(t, p, Request{Cmd: shCmd("exit 0"), Log: e.log, Timeout: time.Minute, Exited: func() {}})
+	pid = startProc(t, p, Request{Cmd: shCmd("exit 0"), Log: e.log, Timeout: time.Minute, Exited: func(Exit) {}})
 	e.rec.Wait(t, match("exit", "pid", strconv.Itoa(pid)))
 	waitProcs(t, p)
 	if n := e.rec.Count(match("timeout", "pid", strconv.Itoa(pid))); n != 0 {
@@ -332,7 +332,7 @@ func TestProcsWait(t *testing.T) {
 	}
 
 	cmd := shCmd("exec sleep 30")
-	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Exited: func() {}})
+	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, Exited: func(Exit) {}})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	err := p.Wait(ctx)
 	cancel()
@@ -367,7 +367,7 @@ func TestProcsWait(t *testing.T) {
 	// ordered after.
 	cmd = shCmd("setsid sleep 30 & echo $!; echo bye >&2")
 	out := pipeOut(t, cmd)
-	pid = startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func() {}})
+	pid = startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func(Exit) {}})
 	line, err := bufio.NewReader(out).ReadString('\n')
 	orphan, aerr := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil || aerr != nil {
@@ -401,7 +401,7 @@ func TestProcsClosePipes(t *testing.T) {
 	p := e.tab
 	cmd := shCmd("echo ready; exec sleep 30")
 	out := pipeOut(t, cmd)
-	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func() {}})
+	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func(Exit) {}})
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("handler said %q, %v", line, err)
 	}
@@ -525,7 +525,7 @@ func TestProcsStartNearDescriptorLimit(t *testing.T) {
 	defer stdin.Close()
 	cmd := shCmd("exit 0")
 	cmd.Stdin = stdin
-	_, err = e.tab.Start(Request{Cmd: cmd, Log: e.log, Exited: func() { t.Errorf("Exited called for a handler that never started") }})
+	_, err = e.tab.Start(Request{Cmd: cmd, Log: e.log, Exited: func(Exit) { t.Errorf("Exited called for a handler that never started") }})
 	if !errors.Is(err, syscall.EBADF) || !DescriptorsExhausted(err) {
 		t.Errorf("start with fd %d under a limit of %d = %v, want EBADF reported as a shortage of descriptors", fd, lim.Cur, err)
 	}
@@ -596,7 +596,38 @@ func TestTableShutdown(t *testing.T) {
 	if h, l, pipes := e.tab.Pending(); h+l+pipes != 0 {
 		t.Errorf("Pending after Shutdown = %d, %d, %d; want nothing", h, l, pipes)
 	}
-	if _, err := e.tab.Start(Request{Cmd: shCmd("exit 0"), Log: e.log, Exited: func() { t.Errorf("Exited after Shutdown") }}); !errors.Is(err, ErrShutdown) {
+	if _, err := e.tab.Start(Request{Cmd: shCmd("exit 0"), Log: e.log, Exited: func(Exit) { t.Errorf("Exited after Shutdown") }}); !errors.Is(err, ErrShutdown) {
 		t.Errorf("Start after Shutdown = %v, want ErrShutdown", err)
 	}
+}
+
+// TestProcsExitedReceivesExit checks what Exited is told: the wait
+// status, whether the timeout struck, and the handler's duration, for an
+// exit code, a death by signal and a timeout.
+func TestProcsExitedReceivesExit(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		name    string
+		script  string
+		timeout time.Duration
+		check   func(Exit) bool
+		want    string
+	}{
+		{"exit code", "exit 7", 0, func(x Exit) bool { return x.Status.Exited() && x.Status.ExitStatus() == 7 && !x.TimedOut }, "exit status 7, no timeout"},
+		{"signal", "kill -SEGV $$", 0, func(x Exit) bool { return x.Status.Signaled() && x.Status.Signal() == syscall.SIGSEGV && !x.TimedOut }, "SIGSEGV, no timeout"},
+		{"timeout", "sleep 30", 50 * time.Millisecond, func(x Exit) bool { return x.Status.Signaled() && x.TimedOut && x.Duration >= 50*time.Millisecond }, "SIGTERM after the timeout, TimedOut"},
+		{"in time", "exit 0", time.Minute, func(x Exit) bool { return x.Status.Exited() && x.Status.ExitStatus() == 0 && !x.TimedOut }, "exit 0, no timeout"},
+	} {
+		got := make(chan Exit, 1)
+		startProc(t, e.tab, Request{Cmd: shCmd(tt.script), Log: e.log, Timeout: tt.timeout, Exited: func(x Exit) { got <- x }})
+		select {
+		case x := <-got:
+			if !tt.check(x) || x.Err != nil || x.StartFailed || x.Duration <= 0 {
+				t.Errorf("%s: Exited got %+v (status %v), want %s and a duration", tt.name, x, exitStatus(x.Status, x.Err), tt.want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("%s: Exited not called within %v", tt.name, testTimeout)
+		}
+	}
+	waitProcs(t, e.tab)
 }
