@@ -114,7 +114,44 @@ type Service struct {
 
 	Limits Limits
 	Access Access
+	// Proxy is the PROXY protocol setting; the zero value reads no
+	// header.
+	Proxy Proxy
+	// ReusePort sets SO_REUSEPORT before the bind, so that several
+	// processes that all set it can bind the same address and the
+	// kernel spreads connections among them. A reload keeps a bound
+	// socket as it is: the setting applies when the socket is bound.
+	ReusePort bool
 }
+
+// Proxy is the PROXY protocol (v1 and v2) setting of a nowait TCP
+// service: superd reads the header a load balancer sends before the
+// client's bytes, and the handler, the access lists and the logs see the
+// client the header names.
+type Proxy struct {
+	// Enabled makes every connection start with a header; one without is
+	// refused.
+	Enabled bool
+	// From lists the load balancers allowed to send a header; a
+	// connection from any other address is refused. Not empty when
+	// Enabled.
+	From []netip.Prefix
+	// Timeout is how long the header may take to arrive, from the
+	// accept; default DefaultProxyTimeout, at most MaxProxyTimeout.
+	Timeout time.Duration
+}
+
+// Trusted reports whether addr may send a PROXY header.
+func (p Proxy) Trusted(addr netip.Addr) bool {
+	return Access{OnlyFrom: p.From}.Allowed(addr) && len(p.From) > 0
+}
+
+// DefaultProxyTimeout is Proxy.Timeout when proxy_timeout is not set.
+const DefaultProxyTimeout = 3 * time.Second
+
+// MaxProxyTimeout bounds proxy_timeout: a load balancer sends its header
+// at once, and a slow one holds an instances slot meanwhile.
+const MaxProxyTimeout = time.Minute
 
 // SocketOwner is who a unix socket belongs to once bound. Load resolved
 // the names; a superd that is not root was only allowed to name itself

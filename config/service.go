@@ -75,6 +75,11 @@ func (l *loader) build(def *svcDef, defaults *spec) *builder {
 	svc.Limits = b.limits()
 	svc.Access = Access{OnlyFrom: slices.Clone(sp.onlyFrom), NoAccess: slices.Clone(sp.noAccess)}
 	b.warnAccess(svc)
+	svc.Proxy = b.proxy(svc, builtin)
+	svc.ReusePort = sp.reusePort && sp.has("reuse_port")
+	if svc.ReusePort && isUnixNet(svc.Listen.Network) {
+		b.failf("reuse_port", "reuse_port applies to tcp and udp sockets, not unix sockets")
+	}
 	b.svc = svc
 	return b
 }
@@ -316,6 +321,37 @@ func (b *builder) limits() Limits {
 		lim.Instances = b.sp.instances
 	}
 	return lim
+}
+
+// proxy checks the PROXY protocol keys. Only a nowait TCP service (a
+// handler process or a built-in) can read a header: a wait handler gets
+// the listening socket itself, and a datagram or unix socket gets none.
+func (b *builder) proxy(svc *Service, builtin bool) Proxy {
+	sp := b.sp
+	on := sp.has("proxy_protocol") && sp.proxyProtocol
+	if !on {
+		for _, k := range []string{"proxy_from", "proxy_timeout"} {
+			if sp.own(k) && sp.has(k) {
+				b.warnf(k, "%s has no effect without proxy_protocol = true", k)
+			}
+		}
+		return Proxy{}
+	}
+	p := Proxy{Enabled: true, From: slices.Clone(sp.proxyFrom), Timeout: DefaultProxyTimeout}
+	if sp.has("proxy_timeout") {
+		p.Timeout = sp.proxyTimeout
+	}
+	switch {
+	case svc.Listen.Network == "" || sp.bad["proxy_from"]:
+		// already reported
+	case !strings.HasPrefix(svc.Listen.Network, "tcp"):
+		b.failf("proxy_protocol", "proxy_protocol needs a tcp stream service: a PROXY header comes at the start of a TCP connection")
+	case svc.Wait && !builtin:
+		b.failf("proxy_protocol", "proxy_protocol does not work with wait = true: the handler gets the listening socket and accepts by itself, so superd never reads a header")
+	case !sp.has("proxy_from"):
+		b.failf("proxy_protocol", "proxy_protocol needs proxy_from: list the addresses of the load balancers allowed to send the PROXY header (anyone else could claim any client address)")
+	}
+	return p
 }
 
 // warnAccess flags access settings that cannot take effect.

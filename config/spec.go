@@ -46,6 +46,10 @@ type spec struct {
 	timeout                                    time.Duration
 	onlyFrom, noAccess                         []netip.Prefix
 	rlimits                                    []Rlimit
+
+	proxyProtocol, reusePort bool
+	proxyFrom                []netip.Prefix
+	proxyTimeout             time.Duration
 }
 
 // portValue is a port as written: a number, or a name to resolve once
@@ -124,6 +128,16 @@ func specKeys() []named[func(keyIn) error] {
 		{"umask", func(k keyIn) (err error) { k.umask, err = parseOctal(k.val); return }},
 		{"nice", func(k keyIn) (err error) { k.nice, err = asIntIn(k.val, "nice", -20, 19); return }},
 		{"limits", func(k keyIn) (err error) { k.rlimits, err = parseLimits(k.setting); return }},
+		{"proxy_protocol", func(k keyIn) (err error) { k.proxyProtocol, err = asBool(k.val); return }},
+		{"proxy_from", func(k keyIn) (err error) { k.proxyFrom, err = parseProxyFrom(k.val); return }},
+		{"proxy_timeout", func(k keyIn) (err error) {
+			k.proxyTimeout, err = asDuration(k.val, "proxy_timeout", MaxProxyTimeout)
+			if err == nil && k.proxyTimeout == 0 {
+				err = errors.New("proxy_timeout must be longer than zero: a proxy that never sends its header would hold an instances slot forever")
+			}
+			return
+		}},
+		{"reuse_port", func(k keyIn) (err error) { k.reusePort, err = asBool(k.val); return }},
 	}
 }
 
@@ -398,6 +412,20 @@ func parsePrefixes(v any, onlyFrom bool) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, errors.Join(errs...)
+}
+
+// parseProxyFrom reads proxy_from, the load balancers trusted to send a
+// PROXY header. An empty list is refused: it would trust nobody, and
+// every connection would be refused.
+func parseProxyFrom(v any) ([]netip.Prefix, error) {
+	list, err := asStrings(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, errors.New(`an empty proxy_from would refuse every connection: list the addresses of the load balancers that send the PROXY header`)
+	}
+	return parsePrefixes(v, false)
 }
 
 // parsePrefix accepts "192.0.2.0/24", "2001:db8::/32" or a plain address

@@ -1,17 +1,21 @@
 package services
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/superd/superd/internal/metrics"
 	"github.com/superd/superd/services/admit"
 	"github.com/superd/superd/services/builtin"
+	"github.com/superd/superd/services/socket"
 )
 
 // serveBuiltinStream accepts connections and serves each with the
@@ -49,15 +53,13 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		st := ep.cur.Load()
 		m := st.metrics
 		m.Accepted()
-		release, ok := l.adm.Check(st.svc, connClient(c), st.log, m)
-		if !ok {
-			c.Close()
-			continue
-		}
-		m.Opened()
-		if t := st.svc.Limits.Timeout; t > 0 {
-			// No process to signal: the deadline ends the connection.
-			c.SetDeadline(time.Now().Add(t))
+		client := connClient(c)
+		if px := st.svc.Proxy; px.Enabled {
+			if !px.Trusted(client.Addr) {
+				c.Close()
+				l.adm.Refuse("proxy", client.Remote, metrics.RefusedProxy, st.log, m)
+				continue
+			}
 		}
 		mu.Lock()
 		conns[c] = struct{}{}
@@ -65,17 +67,80 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := l.bufs.Get().(*[builtin.StreamBufferSize]byte)
-			builtin.ServeStreamBuffer(st.svc.Builtin, c, buf[:])
-			l.bufs.Put(buf)
+			l.serveBuiltinConn(ep, st, c, client)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
 			c.Close()
-			release()
-			m.Closed()
 		}()
 	}
+}
+
+// serveBuiltinConn reads the PROXY header of c when st's service wants
+// one, runs the checks on the client and serves c with st's built-in.
+// It holds the slot Acquire took and gives it back; the caller closes c.
+func (l *Listener) serveBuiltinConn(ep *epoch, st *settings, c net.Conn, client admit.Client) {
+	m := st.metrics
+	if px := st.svc.Proxy; px.Enabled {
+		real, err := readConnProxy(ep.ctx, c, px.Timeout)
+		if err != nil {
+			l.adm.Refuse("proxy", client.Remote, metrics.RefusedProxy, st.log, m)
+			st.log.Debug("proxy_refused", "remote", client.Remote, "err", err)
+			return
+		}
+		client = real
+	}
+	release, ok := l.adm.Check(st.svc, client, st.log, m)
+	if !ok {
+		return
+	}
+	m.Opened()
+	if t := st.svc.Limits.Timeout; t > 0 {
+		// No process to signal: the deadline ends the connection.
+		c.SetDeadline(time.Now().Add(t))
+	}
+	buf := l.bufs.Get().(*[builtin.StreamBufferSize]byte)
+	builtin.ServeStreamBuffer(st.svc.Builtin, c, buf[:])
+	l.bufs.Put(buf)
+	release()
+	m.Closed()
+}
+
+// readConnProxy reads the PROXY header at the start of c, within
+// timeout, and returns the client it names (the proxy itself for a
+// LOCAL header), as logged "client via proxy".
+func readConnProxy(ctx context.Context, c net.Conn, timeout time.Duration) (admit.Client, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return admit.Client{}, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return admit.Client{}, err
+	}
+	var h *socket.ProxyHeader
+	var herr error
+	// Control keeps the descriptor open meanwhile; ReadProxyHeader
+	// waits with poll, not with Go's poller.
+	if err := rc.Control(func(fd uintptr) {
+		h, herr = socket.ReadProxyHeader(ctx, int(fd), time.Now().Add(timeout))
+	}); err != nil {
+		return admit.Client{}, err
+	}
+	if herr != nil {
+		return admit.Client{}, herr
+	}
+	proxy := connClient(c)
+	p := (&socket.Peer{Proto: "TCP", Remote: netip.AddrPortFrom(proxy.Addr, connPort(c))}).Behind(h)
+	return admit.Client{Addr: p.Remote.Addr(), Remote: p.String()}, nil
+}
+
+// connPort is the remote port of c, a TCP connection.
+func connPort(c net.Conn) uint16 {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return uint16(a.Port)
+	}
+	return 0
 }
 
 // connClient is the client of a connection accepted by package net.

@@ -181,7 +181,7 @@ func Listen(svc *config.Service, rt *Runtime, log *slog.Logger) (*Listener, erro
 	if err != nil {
 		return nil, err
 	}
-	sock, err := socket.Bind(svc.Listen, svc.Backlog, svc.SocketMode)
+	sock, err := socket.BindWith(svc.Listen, svc.Backlog, svc.SocketMode, socket.Options{ReusePort: svc.ReusePort})
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,14 +59,30 @@ func (l *Listener) serveNowait(ep *epoch) {
 		st := ep.cur.Load()
 		st.metrics.Accepted()
 		at := st.metrics.Now()
+		p := l.sock.Describe(fd, sa)
+		if px := st.svc.Proxy; px.Enabled {
+			if !px.Trusted(p.Remote.Addr()) {
+				l.refuseProxy(st, fd, p, errNotProxy)
+				continue
+			}
+			// A header may take up to proxy_timeout: it is read in a
+			// goroutine of its own, bounded by the instances slot it
+			// holds, so that a slow proxy never holds up the loop.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fails.record(l.handleProxied(ep, fd, p, at))
+			}()
+			continue
+		}
 		if st.spec == nil || !st.spec.confined {
-			fails.record(l.handle(ep, fd, sa, at))
+			fails.record(l.handle(ep, fd, p, at))
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fails.record(l.handle(ep, fd, sa, at))
+			fails.record(l.handle(ep, fd, p, at))
 		}()
 	}
 }
@@ -115,10 +130,9 @@ func clientOf(p *socket.Peer) admit.Client {
 // client away, and another error when a handler could not be started.
 // A start that fails for want of descriptors is tried again
 // (startDeferred) until ep ends.
-func (l *Listener) handle(ep *epoch, fd int, sa syscall.Sockaddr, accepted time.Time) error {
+func (l *Listener) handle(ep *epoch, fd int, p *socket.Peer, accepted time.Time) error {
 	st := ep.cur.Load()
 	m := st.metrics
-	p := l.sock.Describe(fd, sa)
 	release, ok := l.adm.Check(st.svc, clientOf(p), st.log, m)
 	if !ok {
 		unix.Close(fd)
@@ -152,6 +166,32 @@ func (l *Listener) handle(ep *epoch, fd int, sa syscall.Sockaddr, accepted time.
 	}
 	return err
 }
+
+// handleProxied reads the PROXY header of fd, a connection from p, a
+// load balancer in proxy_from, and then handles it as a connection from
+// the client the header names. A header that is missing, malformed,
+// truncated or later than proxy_timeout closes fd (errRefused).
+func (l *Listener) handleProxied(ep *epoch, fd int, p *socket.Peer, accepted time.Time) error {
+	timeout := ep.cur.Load().svc.Proxy.Timeout
+	h, err := socket.ReadProxyHeader(ep.ctx, fd, time.Now().Add(timeout))
+	if err != nil {
+		l.refuseProxy(ep.cur.Load(), fd, p, err)
+		return errRefused
+	}
+	return l.handle(ep, fd, p.Behind(h), accepted)
+}
+
+// refuseProxy closes fd, a connection of a proxy_protocol service that
+// gave no usable header, or came from outside proxy_from (why), and
+// logs it with the other refusals (reason proxy).
+func (l *Listener) refuseProxy(st *settings, fd int, p *socket.Peer, why error) {
+	unix.Close(fd)
+	l.adm.Refuse("proxy", p.String(), metrics.RefusedProxy, st.log, st.metrics)
+	st.log.Debug("proxy_refused", "remote", p.String(), "err", why)
+}
+
+// errNotProxy is why a connection from outside proxy_from is refused.
+var errNotProxy = errors.New("the peer is not in proxy_from, so its PROXY header would not be trusted")
 
 // errRefused is handle's answer for a connection the access lists or
 // per_source turned away: no start was tried.

@@ -135,6 +135,12 @@ func limits(svc *config.Service) string {
 	if !svc.Access.Empty() {
 		parts = append(parts, fmt.Sprintf("only_from=%v no_access=%v", svc.Access.OnlyFrom, svc.Access.NoAccess))
 	}
+	if p := svc.Proxy; p.Enabled {
+		parts = append(parts, fmt.Sprintf("proxy_protocol proxy_from=%v proxy_timeout=%v", p.From, p.Timeout))
+	}
+	if svc.ReusePort {
+		parts = append(parts, "reuse_port")
+	}
 	return strings.Join(parts, " ")
 }
 

@@ -40,6 +40,10 @@ const (
 	RefusedAccess
 	// RefusedStartFailed: the handler could not be started.
 	RefusedStartFailed
+	// RefusedProxy: a proxy_protocol service got a connection from
+	// outside proxy_from, or a PROXY header that was missing, malformed,
+	// truncated or late.
+	RefusedProxy
 	numRefusals
 )
 
@@ -52,6 +56,8 @@ func (r Refusal) String() string {
 		return "access"
 	case RefusedStartFailed:
 		return "start_failed"
+	case RefusedProxy:
+		return "proxy"
 	}
 	return "unknown"
 }
@@ -171,7 +177,7 @@ func New(version, commit string) *Registry {
 	}, svc)
 	r.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "superd_connections_refused_total",
-		Help: "Connections accepted and then closed without being served, by reason (per_source, access, start_failed).",
+		Help: "Connections accepted and then closed without being served, by reason (per_source, access, start_failed, proxy).",
 	}, []string{"service", "reason"})
 	r.waits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "superd_admission_waits_total",

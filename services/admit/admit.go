@@ -196,6 +196,17 @@ func (a *Admission) Check(svc *config.Service, c Client, log *slog.Logger, m *me
 	}, true
 }
 
+// Refuse turns away a connection that holds a slot from Acquire before
+// Check saw it, for a reason of the caller's (a PROXY header that did
+// not come, say): the slot goes back, the refusal is logged (summarized,
+// see denials) to log with reason and remote, and counted in m (nil:
+// nowhere) as r. The caller closes the connection.
+func (a *Admission) Refuse(reason, remote string, r metrics.Refusal, log *slog.Logger, m *metrics.Service) {
+	a.slots.release()
+	a.denials.log(log, reason, remote)
+	m.Refused(r)
+}
+
 // releaseSlot ends an admitted client without a per_source place.
 func (a *Admission) releaseSlot() {
 	a.active.Add(-1)

@@ -16,11 +16,31 @@ type Peer struct {
 	Local  netip.AddrPort // TCP only
 	Remote netip.AddrPort // TCP only
 	Cred   *unix.Ucred    // UNIX only; nil when the kernel gave none
+	// Proxy is the load balancer that sent a PROXY header naming
+	// Remote and Local; invalid for a connection without one.
+	Proxy netip.AddrPort
 }
 
-// String is the remote address as logged.
+// Behind returns the peer as the PROXY header h describes it: the real
+// client as Remote, the address it connected to as Local, and p's own
+// remote, the load balancer, as Proxy. A LOCAL header (a health check
+// of the proxy's own) leaves the proxy as the client.
+func (p *Peer) Behind(h *ProxyHeader) *Peer {
+	q := *p
+	q.Proxy = p.Remote
+	if !h.Local {
+		q.Remote, q.Local = h.Source, h.Dest
+	}
+	return &q
+}
+
+// String is the remote address as logged: behind a PROXY header, the
+// client and the load balancer ("192.0.2.7:5000 via 10.0.0.2:41000").
 func (p *Peer) String() string {
 	if p.Proto == "TCP" {
+		if p.Proxy.IsValid() {
+			return p.Remote.String() + " via " + p.Proxy.String()
+		}
 		return p.Remote.String()
 	}
 	if p.Cred != nil {
@@ -41,6 +61,11 @@ func (p *Peer) Env() []string {
 			"TCPLOCALPORT="+strconv.Itoa(int(p.Local.Port())),
 			"TCPREMOTEIP="+rip, "TCPREMOTEPORT="+rport,
 			"REMOTE_ADDR="+rip, "REMOTE_PORT="+rport)
+		if p.Proxy.IsValid() {
+			env = append(env,
+				"PROXYREMOTEIP="+p.Proxy.Addr().String(),
+				"PROXYREMOTEPORT="+strconv.Itoa(int(p.Proxy.Port())))
+		}
 	case p.Cred != nil:
 		env = append(env,
 			"UNIXREMOTEEUID="+strconv.Itoa(int(p.Cred.Uid)),

@@ -12,11 +12,13 @@
 package socket
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -72,12 +74,29 @@ type Socket struct {
 // mode zero leaves a unix socket's mode as the umask made it. Its error
 // is the system's, as package net reports it (address in use, say).
 func Bind(key config.ListenKey, backlog int, mode os.FileMode) (*Socket, error) {
+	return BindWith(key, backlog, mode, Options{})
+}
+
+// Options are the settings a socket takes before its bind; the zero
+// value is a plain socket.
+type Options struct {
+	// ReusePort sets SO_REUSEPORT on a tcp or udp socket: every process
+	// (of the same user) whose socket sets it too may bind the same
+	// address, and the kernel spreads connections among them. A socket
+	// without it cannot share its address, either way round: the later
+	// bind fails with "address already in use".
+	ReusePort bool
+}
+
+// BindWith is Bind with the options o.
+func BindWith(key config.ListenKey, backlog int, mode os.FileMode, o Options) (*Socket, error) {
 	s := &Socket{key: key}
+	lc := o.listenConfig()
 	var err error
 	if key.Stream() {
-		err = s.bindStream()
+		err = s.bindStream(lc)
 	} else {
-		err = s.bindPacket()
+		err = s.bindPacket(lc)
 	}
 	if err != nil {
 		return nil, err
@@ -89,13 +108,36 @@ func Bind(key config.ListenKey, backlog int, mode os.FileMode) (*Socket, error) 
 	return s, nil
 }
 
-func (s *Socket) bindStream() error {
+// listenConfig is the net.ListenConfig that applies o.
+func (o Options) listenConfig() *net.ListenConfig {
+	lc := &net.ListenConfig{}
+	if o.ReusePort {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			if strings.HasPrefix(network, "unix") {
+				return nil
+			}
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("setting SO_REUSEPORT on %s: %w", address, os.NewSyscallError("setsockopt", serr))
+			}
+			return nil
+		}
+	}
+	return lc
+}
+
+func (s *Socket) bindStream(lc *net.ListenConfig) error {
 	if s.key.Network == "unix" {
 		if err := removeStaleUnix(s.key.Address); err != nil {
 			return err
 		}
 	}
-	ln, err := net.Listen(s.key.Network, s.key.Address)
+	ln, err := lc.Listen(context.Background(), s.key.Network, s.key.Address)
 	if err != nil {
 		return err
 	}
@@ -148,13 +190,13 @@ func pollableDup(c syscall.Conn, name string) (*os.File, error) {
 	return os.NewFile(uintptr(nfd), name), nil
 }
 
-func (s *Socket) bindPacket() error {
+func (s *Socket) bindPacket(lc *net.ListenConfig) error {
 	if s.key.Network == "unixgram" {
 		if err := removeStaleUnix(s.key.Address); err != nil {
 			return err
 		}
 	}
-	pc, err := net.ListenPacket(s.key.Network, s.key.Address)
+	pc, err := lc.ListenPacket(context.Background(), s.key.Network, s.key.Address)
 	if err != nil {
 		return err
 	}
