@@ -223,6 +223,14 @@ func start(svc *config.Service, st *settings, sock *socket.Socket, rt *Runtime, 
 	st.epoch.cur.Store(st)
 	l.cur.Store(st)
 	l.adm.Configure(svc.Limits.Instances, svc.Limits.Rate)
+	if ModeOf(svc) == ModeBuiltinStream {
+		// The built-in accepts through a net.Listener, which the socket
+		// makes on demand (a descriptor of its own): made here, before
+		// the service counts as listening, so that superd's descriptors
+		// are all open by READY rather than whenever the serve goroutine
+		// first runs.
+		sock.Listener()
+	}
 	go l.serve()
 	return l
 }
@@ -280,6 +288,9 @@ func (l *Listener) Update(svc *config.Service) error {
 	}
 	if err := l.sock.Chown(svc.SocketOwner.ChownArgs()); err != nil {
 		return err
+	}
+	if ModeOf(svc) == ModeBuiltinStream {
+		l.sock.Listener() // before the update returns: see start
 	}
 	l.switchMu.Lock()
 	old := l.cur.Load()
