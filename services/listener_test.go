@@ -1237,3 +1237,38 @@ func TestListenerUpdateFails(t *testing.T) {
 		t.Errorf("Update after Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestBuiltinDescriptorsOpenAtListen checks that a built-in's
+// descriptors are all open once Listen returns: the net.Listener it
+// accepts through is made then, not whenever its serve goroutine first
+// runs, so a descriptor count taken after READY stays the baseline.
+func TestBuiltinDescriptorsOpenAtListen(t *testing.T) {
+	e := newEnv(t)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// The first Listen also opens Go's poller.
+	closeListener(t, e.listen(t, builtinService("warm", tcpKey, "echo")))
+	l := e.listen(t, builtinService("echo", tcpKey, "echo"))
+	before := fds()
+	c := dial(t, "tcp", l.Addr().String())
+	c.Write([]byte("x\n"))
+	c.(*net.TCPConn).CloseWrite()
+	if got := readAll(t, c); got != "x\n" {
+		t.Fatalf("echo = %q", got)
+	}
+	c.Close()
+	// The served connection's descriptor closes after the reply.
+	deadline := time.Now().Add(testTimeout)
+	for fds() != before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := fds(); got != before {
+		t.Errorf("descriptors after one connection = %d, right after Listen %d: a descriptor opened late", got, before)
+	}
+	closeListener(t, l)
+}
