@@ -45,6 +45,10 @@ type Global struct {
 	// ShutdownGrace is how long handlers get between SIGTERM and SIGKILL
 	// at shutdown; default 10s, at most MaxShutdownGrace.
 	ShutdownGrace time.Duration
+	// UpgradeTimeout is how long a binary upgrade (SIGUSR2) waits for the
+	// new process to be ready before it stops it and keeps serving;
+	// default 30s, at most MaxUpgradeTimeout.
+	UpgradeTimeout time.Duration
 	// Metrics is the host:port to serve Prometheus metrics on (at
 	// /metrics), the host an IP address or "localhost", the IP in its
 	// canonical form; empty (the default) for none. Port 0 lets the
@@ -269,6 +273,9 @@ const (
 	// stop waits that long, and a service manager stopping superd gives
 	// up far sooner (systemd after 90s by default).
 	MaxShutdownGrace = time.Hour
+	// MaxUpgradeTimeout bounds Global.UpgradeTimeout: ten minutes, far
+	// more than loading any configuration takes.
+	MaxUpgradeTimeout = 10 * time.Minute
 )
 
 // Access holds the address lists of a service.

@@ -21,6 +21,7 @@ func defaultGlobal() Global {
 		SyslogFacility: logging.DefaultFacility,
 		SyslogTag:      logging.DefaultTag,
 		ShutdownGrace:  10 * time.Second,
+		UpgradeTimeout: 30 * time.Second,
 	}
 }
 
@@ -41,6 +42,7 @@ func globalKeys() []named[func(globalIn) error] {
 		{"syslog_tag", func(k globalIn) (err error) { k.SyslogTag, err = parseTag(k.val); return }},
 		{"syslog_socket", func(k globalIn) (err error) { k.SyslogSocket, err = parseSyslogSocket(k.val); return }},
 		{"shutdown_grace", func(k globalIn) (err error) { k.ShutdownGrace, err = parseShutdownGrace(k.val); return }},
+		{"upgrade_timeout", func(k globalIn) (err error) { k.UpgradeTimeout, err = parseUpgradeTimeout(k.val); return }},
 		{"metrics", func(k globalIn) (err error) { k.Metrics, err = parseMetricsAddr(k.val); return }},
 		{"metrics_allow_remote", func(k globalIn) (err error) { k.MetricsAllowRemote, err = asBool(k.val); return }},
 		{"include", func(k globalIn) (err error) { *k.globs, err = parseIncludes(k.setting); return }},
@@ -122,6 +124,15 @@ func loopbackAddr(addr string) bool {
 // parseFacility accepts the facilities of package logging.
 func parseFacility(v any) (string, error) {
 	return asOneOf(v, "syslog facility", logging.Facilities()...)
+}
+
+// parseUpgradeTimeout accepts a positive duration up to MaxUpgradeTimeout.
+func parseUpgradeTimeout(v any) (time.Duration, error) {
+	d, err := asDuration(v, "upgrade_timeout", MaxUpgradeTimeout)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("upgrade_timeout must be positive, not %v", v)
+	}
+	return d, err
 }
 
 // parseShutdownGrace accepts a duration up to MaxShutdownGrace.

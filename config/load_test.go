@@ -146,7 +146,7 @@ func TestLoadValidFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantGlobal := Global{Log: "stderr", SyslogFacility: "local3", SyslogTag: "superd-test",
-		ShutdownGrace: 3 * time.Second, Files: []string{"testdata/valid.toml"}}
+		ShutdownGrace: 3 * time.Second, UpgradeTimeout: 30 * time.Second, Files: []string{"testdata/valid.toml"}}
 	if !reflect.DeepEqual(cfg.Global, wantGlobal) {
 		t.Errorf("Global = %+v, want %+v", cfg.Global, wantGlobal)
 	}
@@ -281,7 +281,7 @@ func TestDefaults(t *testing.T) {
 func TestGlobalDefaults(t *testing.T) {
 	cfg, dir := mustLoad(t, "")
 	want := Global{Log: "syslog", SyslogFacility: "daemon", SyslogTag: "superd",
-		ShutdownGrace: 10 * time.Second, Files: []string{filepath.Join(dir, "services.toml")}}
+		ShutdownGrace: 10 * time.Second, UpgradeTimeout: 30 * time.Second, Files: []string{filepath.Join(dir, "services.toml")}}
 	if !reflect.DeepEqual(cfg.Global, want) {
 		t.Errorf("Global = %+v, want %+v", cfg.Global, want)
 	}

@@ -22,7 +22,8 @@ import (
 // built-in in force at its accept, in a goroutine of its own. When ep
 // ends (a mode change, or Close) it closes the connections still open
 // and waits for their goroutines: built-in connections end with their
-// mode.
+// mode. When only its loop ends (Drain) it waits for them to end by
+// themselves, or until ep ends after all.
 func (l *Listener) serveBuiltinStream(ep *epoch) {
 	ctx := ep.ctx
 	var (
@@ -31,13 +32,21 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 		conns = make(map[net.Conn]struct{})
 		delay time.Duration
 	)
-	defer func() {
+	closeAll := func() {
 		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
+	}
+	// A Close after Drain, while this waits for the connections.
+	stopClosing := context.AfterFunc(ep.conns, closeAll)
+	defer func() {
+		if ep.conns.Err() != nil {
+			closeAll() // also those added after the AfterFunc ran
+		}
 		wg.Wait()
+		stopClosing()
 	}()
 	for l.adm.Acquire(ctx, ep.cur.Load().metrics) {
 		c, err := l.sock.Listener().Accept()
@@ -82,7 +91,7 @@ func (l *Listener) serveBuiltinStream(ep *epoch) {
 func (l *Listener) serveBuiltinConn(ep *epoch, st *settings, c net.Conn, client admit.Client) {
 	m := st.metrics
 	if px := st.svc.Proxy; px.Enabled {
-		real, err := readConnProxy(ep.ctx, c, px.Timeout)
+		real, err := readConnProxy(ep.conns, c, px.Timeout)
 		if err != nil {
 			l.adm.Refuse("proxy", client.Remote, metrics.RefusedProxy, st.log, m)
 			st.log.Debug("proxy_refused", "remote", client.Remote, "err", err)

@@ -115,8 +115,13 @@ type Listener struct {
 	running    *epoch
 	runChanged chan struct{}
 
-	mu       sync.Mutex // serializes Update and Close
-	closed   bool       // Close has been called; guarded by mu
+	mu     sync.Mutex // serializes Update, Drain and Close
+	closed bool       // Close or Drain has been called; guarded by mu
+	// drained is set by Drain, before it ends the loop: the serve
+	// goroutine then returns once the loop's connections are done.
+	drained atomic.Bool
+	// drainC is closed by Drain: it ends the wait for Runtime.Gate.
+	drainC   chan struct{}
 	closeErr error
 	stop     context.CancelFunc // ends every epoch: Close
 	root     context.Context
@@ -147,9 +152,16 @@ type settings struct {
 // when an Update changes the mode, or at Close; the mode's loop returns
 // then. Settings of the same mode share their epoch.
 type epoch struct {
-	mode   Mode
-	ctx    context.Context
-	cancel context.CancelFunc
+	mode Mode
+	// ctx is the loop's: it ends with conns, or alone when the Listener
+	// is drained (see Drain).
+	ctx context.Context
+	// conns is the work on the connections the loop took (PROXY header
+	// reads, starts that wait for descriptors, built-in connections): it
+	// ends at a mode change and at Close, not when the Listener drains.
+	conns    context.Context
+	cancel   context.CancelFunc // ends conns, and ctx with it
+	stopLoop context.CancelFunc // ends ctx alone
 	// cur is the latest settings of this mode: what the mode's loop
 	// serves with. A connection the loop accepted just as the mode
 	// ended is served by its own mode, not by the next one's settings.
@@ -215,7 +227,7 @@ func ListenOn(svc *config.Service, sock *socket.Socket, rt *Runtime, log *slog.L
 // start makes the Listener of svc on sock and starts its serve goroutine.
 func start(svc *config.Service, st *settings, sock *socket.Socket, rt *Runtime, log *slog.Logger) *Listener {
 	l := &Listener{key: svc.Listen, sock: sock, rt: rt, base: log, adm: admit.New(),
-		done: make(chan struct{}), runChanged: make(chan struct{})}
+		done: make(chan struct{}), runChanged: make(chan struct{}), drainC: make(chan struct{})}
 	l.bufs.New = func() any { return new([builtin.StreamBufferSize]byte) }
 	l.packetBufs.New = func() any { return new([builtin.PacketBufSize]byte) }
 	l.root, l.stop = context.WithCancel(context.Background())
@@ -236,8 +248,9 @@ func start(svc *config.Service, st *settings, sock *socket.Socket, rt *Runtime, 
 }
 
 func (l *Listener) newEpoch(m Mode) *epoch {
-	ctx, cancel := context.WithCancel(l.root)
-	return &epoch{mode: m, ctx: ctx, cancel: cancel}
+	conns, cancel := context.WithCancel(l.root)
+	ctx, stopLoop := context.WithCancel(conns)
+	return &epoch{mode: m, ctx: ctx, conns: conns, cancel: cancel, stopLoop: stopLoop}
 }
 
 // Key returns the listen identity.
@@ -338,21 +351,73 @@ func (l *Listener) awaitLeft(ep *epoch) {
 // Close stops the serve goroutine and waits for it, closes the socket
 // (built-in connections with it), and logs the refusals still held back.
 // Handlers already running keep running: the process table reaps and
-// logs them. Calling Close again returns the first call's result.
+// logs them. Calling Close again returns the first call's result. Close
+// after Drain ends the built-in connections still open.
 func (l *Listener) Close() error {
 	l.mu.Lock()
-	if !l.closed {
+	if !l.closed || !l.stopped() {
 		l.closed = true
 		// Every epoch ends first, so that the loops take the socket's
 		// close for the stop it is and do not log it as a failure.
 		l.stop()
-		l.closeErr = l.sock.Close()
+		if err := l.sock.Close(); l.closeErr == nil {
+			l.closeErr = err
+		}
 	}
 	l.mu.Unlock()
 	<-l.done
 	l.adm.Close()
 	return l.closeErr
 }
+
+// stopped reports whether Close has cancelled the Listener's context.
+func (l *Listener) stopped() bool { return l.root.Err() != nil }
+
+// Drain is the old process's part of a binary upgrade, where another
+// process serves the socket from now on: the Listener stops taking
+// clients and closes its descriptors of the socket (a unix socket's file
+// stays: it is the other process's too), but what it took runs its
+// course: a PROXY header being read, a handler being started, built-in
+// connections. Clients in the backlog stay there for the other process.
+// Drain returns once no client can be taken any more; Done tells when
+// the rest has ended. Update fails after Drain; Close still ends it all.
+func (l *Listener) Drain() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	l.drained.Store(true)
+	close(l.drainC)
+	l.cur.Load().epoch.stopLoop()
+	// Closing the socket waits for an accept under way: after it, the
+	// loop takes nobody.
+	l.closeErr = l.sock.CloseKeepFile()
+	return l.closeErr
+}
+
+// Done is closed when the serve goroutine has returned: after Close, or,
+// after Drain, once the connections the loop took are done (built-in
+// connections closed, handlers started: those the process table waits
+// for).
+func (l *Listener) Done() <-chan struct{} { return l.done }
+
+// Observe makes obs see the counts of the Listener's admission state and
+// every change to them (admit.Admission.Observe): the old process of an
+// upgrade tells the new one what its clients hold.
+func (l *Listener) Observe(obs func(admit.Change)) { l.adm.Observe(obs) }
+
+// Hold applies a change to the counts of the clients another process
+// serves on this socket (admit.Admission.Hold): the new process of an
+// upgrade counts the old one's clients against instances and per_source
+// until they end.
+func (l *Listener) Hold(c admit.Change) { l.adm.Hold(c) }
+
+// File returns a close-on-exec duplicate of the socket, named after the
+// service in force (as systemd's FileDescriptorName= would name it), to
+// hand to another process; the caller closes it.
+func (l *Listener) File() (*os.File, error) { return l.sock.Dup(l.Name()) }
 
 // serve is the Listener's one goroutine. It runs the loop of the mode in
 // force until an Update changes the mode, then the next one, until
@@ -361,6 +426,15 @@ func (l *Listener) Close() error {
 func (l *Listener) serve() {
 	defer close(l.done)
 	defer l.setRunning(nil)
+	if g := l.rt.Gate; g != nil {
+		select {
+		case <-g:
+		case <-l.root.Done():
+			return
+		case <-l.drainC:
+			return
+		}
+	}
 	// owner is closed when the wait-mode handler that holds the socket
 	// exits; nil while superd holds it.
 	var owner <-chan struct{}
@@ -370,7 +444,7 @@ func (l *Listener) serve() {
 		ep := l.cur.Load().epoch
 		l.setRunning(ep)
 		l.switchMu.Unlock()
-		if l.root.Err() != nil {
+		if l.root.Err() != nil || l.drained.Load() {
 			return
 		}
 		if owner != nil {
@@ -407,7 +481,7 @@ func (l *Listener) serve() {
 			}
 		}
 		switch {
-		case l.root.Err() != nil:
+		case l.root.Err() != nil, l.drained.Load():
 			return
 		case err != nil:
 			l.cur.Load().log.Error("serve_failed", "err", err)

@@ -148,7 +148,7 @@ func (l *Listener) handle(ep *epoch, fd int, p *socket.Peer, accepted time.Time)
 		countExit(m, e)
 	}
 	m.Starting()
-	err := l.startDeferred(ep.ctx, st.log, func() error {
+	err := l.startDeferred(ep.conns, st.log, func() error {
 		_, err := l.rt.Procs.Start(st.spec.request(conn, p.Env(), st.log, remote, exited))
 		return err
 	})
@@ -173,7 +173,7 @@ func (l *Listener) handle(ep *epoch, fd int, p *socket.Peer, accepted time.Time)
 // truncated or later than proxy_timeout closes fd (errRefused).
 func (l *Listener) handleProxied(ep *epoch, fd int, p *socket.Peer, accepted time.Time) error {
 	timeout := ep.cur.Load().svc.Proxy.Timeout
-	h, err := socket.ReadProxyHeader(ep.ctx, fd, time.Now().Add(timeout))
+	h, err := socket.ReadProxyHeader(ep.conns, fd, time.Now().Add(timeout))
 	if err != nil {
 		l.refuseProxy(ep.cur.Load(), fd, p, err)
 		return errRefused

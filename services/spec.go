@@ -32,6 +32,11 @@ type Runtime struct {
 	Euid int
 	// Metrics receives every service's counts; nil when metrics are off.
 	Metrics *metrics.Registry
+	// Gate, when not nil, holds every Listener's serve loop until it is
+	// closed: the new process of an upgrade binds its sockets while the
+	// old one still serves them, and takes clients only once it counts
+	// the old one's. nil: serve at once.
+	Gate <-chan struct{}
 }
 
 // spec is everything about a service that is worked out once per

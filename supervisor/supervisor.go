@@ -32,6 +32,7 @@ import (
 
 	"github.com/superd/superd/config"
 	"github.com/superd/superd/services"
+	"github.com/superd/superd/supervisor/upgrade"
 )
 
 // Options are a Supervisor's collaborators.
@@ -59,6 +60,14 @@ type Options struct {
 	// The Supervisor owns them from New on: each is closed, adopted or
 	// not, by the time Run has bound its services. nil: none.
 	Inherited []*os.File
+	// Upgrade is what Upgrade (SIGUSR2) starts; nil: upgrades are
+	// refused.
+	Upgrade *UpgradeOptions
+	// Predecessor is the old process of the upgrade that started this
+	// one, nil when none. New closes Runtime's Gate behind it: Run opens
+	// it once the old process has stopped taking clients and told its
+	// counts. The Supervisor owns it from New on.
+	Predecessor *upgrade.Predecessor
 }
 
 // Supervisor runs one configuration at a time.
@@ -79,6 +88,24 @@ type Supervisor struct {
 	// reloadC holds at most one reload request: requests that arrive
 	// while one is pending or under way coalesce into one more reload.
 	reloadC chan struct{}
+
+	// upgradeC holds at most one upgrade request; upgrading is set while
+	// a new process starts, whose end comes on upgradeDone.
+	upgradeC    chan struct{}
+	upgrading   bool
+	upgradeDone chan upgradeResult
+
+	// The new process's side of an upgrade (Options.Predecessor): the
+	// gate its Listeners wait at, what the old process's clients hold,
+	// and the goroutine that reads the old process's messages (predC)
+	// until readerStop. predDone is set once the old process has ended
+	// or can no longer tell.
+	gate       chan struct{}
+	held       map[string]*held
+	predC      chan predEvent
+	readerStop chan struct{}
+	readerDone chan struct{}
+	predDone   bool
 }
 
 // pending is a service whose socket could not be bound yet.
@@ -99,15 +126,25 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 	if opts.Notify == nil {
 		opts.Notify = func(string) {}
 	}
-	return &Supervisor{
-		opts:      opts,
-		log:       opts.Log,
-		cfg:       cfg,
-		listeners: make(map[config.ListenKey]*services.Listener),
-		pending:   make(map[string]*pending),
-		inherited: slices.Clone(opts.Inherited),
-		reloadC:   make(chan struct{}, 1),
+	s := &Supervisor{
+		opts:        opts,
+		log:         opts.Log,
+		cfg:         cfg,
+		listeners:   make(map[config.ListenKey]*services.Listener),
+		pending:     make(map[string]*pending),
+		inherited:   slices.Clone(opts.Inherited),
+		reloadC:     make(chan struct{}, 1),
+		upgradeC:    make(chan struct{}, 1),
+		upgradeDone: make(chan upgradeResult, 1),
+		predC:       make(chan predEvent),
+		readerStop:  make(chan struct{}),
+		predDone:    opts.Predecessor == nil,
 	}
+	if opts.Predecessor != nil {
+		s.gate = make(chan struct{})
+		opts.Runtime.Gate = s.gate
+	}
+	return s
 }
 
 // Reload asks Run to load the configuration again and apply it. It never
@@ -143,7 +180,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.apply(s.cfg)
 	s.closeInherited()
 	s.publish()
-	s.opts.Notify("READY=1\n" + s.status())
+	ready := "READY=1\n"
+	if s.opts.Predecessor != nil {
+		s.takeOver()
+		// systemd hears from this process from now on.
+		ready = fmt.Sprintf("MAINPID=%d\nREADY=1\n", os.Getpid())
+	}
+	s.opts.Notify(ready + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
 	settle()
 
@@ -159,9 +202,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return s.shutdown()
 		}
+		// A reload waits while an upgrade is under way: the new process
+		// gets the sockets as they were when it started.
+		reloadC := s.reloadC
+		if s.upgrading {
+			reloadC = nil
+		}
 		select {
-		case <-s.reloadC:
+		case <-reloadC:
 			s.reload()
+		case <-s.upgradeC:
+			s.startUpgrade(ctx)
+		case r := <-s.upgradeDone:
+			if succ := s.finishUpgrade(r); succ != nil {
+				s.handover(succ)
+				return s.drain(ctx, succ)
+			}
+		case ev := <-s.predC:
+			s.predecessorEvent(ev)
 		case <-ctx.Done():
 			return s.shutdown()
 		case <-watchdog:
@@ -287,6 +345,14 @@ func flatten(err error) []error {
 // SIGKILL to what is left after the grace.
 func (s *Supervisor) shutdown() error {
 	s.opts.Notify("STOPPING=1")
+	if s.upgrading {
+		// Run's context has ended, which stops the new process.
+		if r := <-s.upgradeDone; r.succ != nil {
+			r.succ.Abort() // ready just before ctx ended
+		}
+		s.upgrading = false
+	}
+	s.stopPredecessor()
 	for key, l := range s.listeners {
 		l.Close()
 		delete(s.listeners, key)

@@ -88,9 +88,18 @@ func startActivated(d *superdProc, files ...*os.File) {
 // 127.0.0.1:port, from /proc/net/tcp.
 func listeningInodes(t *testing.T, port int) []uint64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/tcp")
+	inodes, err := procNetListening(port)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return inodes
+}
+
+// procNetListening is listeningInodes for any goroutine.
+func procNetListening(port int) ([]uint64, error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil, err
 	}
 	local := fmt.Sprintf("0100007F:%04X", port)
 	var inodes []uint64
@@ -101,11 +110,11 @@ func listeningInodes(t *testing.T, port int) []uint64 {
 		}
 		ino, err := strconv.ParseUint(f[9], 10, 64)
 		if err != nil {
-			t.Fatalf("/proc/net/tcp inode %q: %v", f[9], err)
+			return nil, fmt.Errorf("/proc/net/tcp inode %q: %w", f[9], err)
 		}
 		inodes = append(inodes, ino)
 	}
-	return inodes
+	return inodes, nil
 }
 
 // holdsSocket reports whether process pid has the socket of inode open.

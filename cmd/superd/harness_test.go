@@ -78,6 +78,7 @@ type superdProc struct {
 	config string
 	env    []string // extra environment for superd
 	wrap   []string // command (and arguments) superd runs under, e.g. unshare
+	binary string   // the superd binary to run; bin.superd when empty
 	notify *net.UnixConn
 
 	// notes holds every sd_notify message received, in order, and
@@ -170,7 +171,11 @@ func (d *superdProc) start(args ...string) {
 		args = []string{"--log", "stderr"}
 	}
 	args = append([]string{"run", "--config", d.config}, args...)
-	argv := append(append(append([]string{}, d.wrap...), bin.superd), args...)
+	binary := d.binary
+	if binary == "" {
+		binary = bin.superd
+	}
+	argv := append(append(append([]string{}, d.wrap...), binary), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.notify.LocalAddr().String(), "SUPERD_LEAK_CHECK=leaked")
 	cmd.Env = append(cmd.Env, d.env...)

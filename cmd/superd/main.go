@@ -28,6 +28,7 @@ import (
 	"github.com/superd/superd/services/confine"
 	"github.com/superd/superd/services/proc"
 	"github.com/superd/superd/supervisor"
+	"github.com/superd/superd/supervisor/upgrade"
 )
 
 // version and commit are superd's release and source revision, set by
@@ -119,13 +120,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if status, done := parseFlags(fs, args); done {
 		return status
 	}
+	upgradePath := startPath(os.Args[0])
 	sigs := catchSignals()
 	defer sigs.release()
-	// Socket activation: the sockets systemd passed (LISTEN_FDS), taken
-	// before anything else can open a descriptor, and the variables
-	// unset so that no handler sees them. They come close-on-exec; the
-	// supervisor owns them from New on.
+	// Started by an upgrade: the old superd passed its sockets as
+	// systemd does, but could not set LISTEN_PID; FromEnv does.
+	pred, err := upgrade.FromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, "superd:", err)
+	}
+	// Socket activation: the sockets systemd (or the old superd of an
+	// upgrade) passed (LISTEN_FDS), taken before anything else can open
+	// a descriptor, and the variables unset so that no handler sees
+	// them. They come close-on-exec; the supervisor owns them from New
+	// on, except the metrics socket of an upgrade, which is main's.
 	inherited := activation.Files(true)
+	metricsFile, inherited := takeNamed(inherited, metricsFDName)
 	if err := closeOnExecInherited(); err != nil {
 		fmt.Fprintln(stderr, "superd: cannot mark inherited descriptors close-on-exec:", err)
 		return 1
@@ -168,14 +178,25 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer exe.Close()
 	// Bound before READY, and before anything else can fail on it.
 	var reg *metrics.Registry
+	up := &supervisor.UpgradeOptions{Path: upgradePath, Argv: os.Args}
 	if g.Metrics != "" {
 		reg = metrics.New(buildVersion(version, commit, buildInfo()))
-		ms, err := serveMetrics(g.Metrics, reg.Handler(), log)
+		ms, err := serveMetrics(g.Metrics, metricsFile, reg.Handler(), log)
 		if err != nil {
 			fmt.Fprintln(stderr, "superd:", err)
 			return 1
 		}
 		defer ms.Close()
+		up.Files = func() ([]*os.File, error) {
+			f, err := ms.File()
+			if err != nil {
+				return nil, err
+			}
+			return []*os.File{f}, nil
+		}
+		up.HandedOver = ms.Close
+	} else if metricsFile != nil {
+		metricsFile.Close()
 	}
 	procs, err := proc.New()
 	if err != nil {
@@ -192,6 +213,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// As PID 1 (of a container) superd inherits every orphan.
 		ReapOrphans: os.Getpid() == 1,
 		Inherited:   inherited,
+		Upgrade:     up,
+		Predecessor: pred,
 	})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -8,8 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The metrics server's limits. A scrape is a short GET: a client that
@@ -31,17 +35,23 @@ const (
 // listening socket and the goroutine that serves it; Close ends both.
 type metricsServer struct {
 	srv  *http.Server
+	ln   net.Listener
 	addr net.Addr
 	done chan struct{} // closed when the serving goroutine has returned
 }
 
-// serveMetrics binds addr and serves h at /metrics on it until Close.
-// The bind happens before it returns, so that a superd whose metrics
-// address is taken fails at start, naming it.
-func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (*metricsServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("cannot serve the metrics on %s ([superd] metrics): %w", addr, err)
+// serveMetrics serves h at /metrics on addr until Close: on inherited,
+// the socket the old process of an upgrade passed, when it is bound to
+// addr, else on a socket it binds. It closes inherited. The bind happens
+// before it returns, so that a superd whose metrics address is taken
+// fails at start, naming it.
+func serveMetrics(addr string, inherited *os.File, h http.Handler, logger *slog.Logger) (*metricsServer, error) {
+	ln := adoptMetrics(addr, inherited)
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("cannot serve the metrics on %s ([superd] metrics): %w", addr, err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
@@ -55,6 +65,7 @@ func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (*metricsSer
 			MaxHeaderBytes:    metricsMaxHeaderBytes,
 			ErrorLog:          log.New(httpErrors{logger}, "", 0),
 		},
+		ln:   ln,
 		addr: ln.Addr(),
 		done: make(chan struct{}),
 	}
@@ -67,6 +78,49 @@ func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (*metricsSer
 	}()
 	logger.Info("metrics_listening", "addr", m.addr.String(), "path", "/metrics")
 	return m, nil
+}
+
+// adoptMetrics returns a listener on f when f is a TCP socket bound to
+// addr (port 0 in addr: any port), nil otherwise. It closes f.
+func adoptMetrics(addr string, f *os.File) net.Listener {
+	if f == nil {
+		return nil
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil
+	}
+	want, err := net.ResolveTCPAddr("tcp", addr)
+	got, ok := ln.Addr().(*net.TCPAddr)
+	if err != nil || !ok || !got.IP.Equal(want.IP) && !(got.IP.IsUnspecified() && want.IP == nil) || want.Port != 0 && want.Port != got.Port {
+		ln.Close()
+		return nil
+	}
+	return ln
+}
+
+// File returns a close-on-exec duplicate of the metrics socket, named
+// metricsFDName, for the new process of an upgrade; the caller closes
+// it.
+func (m *metricsServer) File() (*os.File, error) {
+	sc, ok := m.ln.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("the metrics socket cannot be duplicated")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup the metrics socket: %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), metricsFDName), nil
 }
 
 // Close stops serving: it lets a scrape under way finish for a moment,

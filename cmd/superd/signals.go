@@ -15,15 +15,17 @@ import (
 type signals struct {
 	stop chan os.Signal // SIGTERM, SIGINT
 	hup  chan os.Signal // SIGHUP
+	usr2 chan os.Signal // SIGUSR2: upgrade
 }
 
 // catchSignals starts catching the signals at once, before the
 // configuration is loaded: from here on a SIGHUP no longer kills superd
 // (its default action) but waits for serve.
 func catchSignals() *signals {
-	s := &signals{stop: make(chan os.Signal, 2), hup: make(chan os.Signal, 1)}
+	s := &signals{stop: make(chan os.Signal, 2), hup: make(chan os.Signal, 1), usr2: make(chan os.Signal, 1)}
 	signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT)
 	signal.Notify(s.hup, syscall.SIGHUP)
+	signal.Notify(s.usr2, syscall.SIGUSR2)
 	return s
 }
 
@@ -31,16 +33,22 @@ func catchSignals() *signals {
 func (s *signals) release() {
 	signal.Stop(s.stop)
 	signal.Stop(s.hup)
+	signal.Stop(s.usr2)
 }
 
-// reloader is what serve asks for a reload; *supervisor.Supervisor has it.
-type reloader interface{ Reload() }
+// reloader is what serve asks for a reload or an upgrade;
+// *supervisor.Supervisor has it.
+type reloader interface {
+	Reload()
+	Upgrade()
+}
 
-// serve turns SIGHUP into sup.Reload and SIGTERM or SIGINT into stop,
-// until ctx ends. Reload never blocks (requests coalesce in the
-// supervisor), so the SIGHUP channel drains as fast as signals arrive;
-// one slot is enough, since HUPs that arrive while one is queued mean
-// "reload once more" anyway.
+// serve turns SIGHUP into sup.Reload, SIGUSR2 into sup.Upgrade and
+// SIGTERM or SIGINT into stop, until ctx ends. Reload never blocks
+// (requests coalesce in the supervisor), so the SIGHUP channel drains
+// as fast as signals arrive; one slot is enough, since HUPs that arrive
+// while one is queued mean "reload once more" anyway. Upgrade never
+// blocks either: it refuses, logged, a request while one waits.
 func (s *signals) serve(ctx context.Context, sup reloader, stop context.CancelFunc, log *slog.Logger) {
 	for {
 		select {
@@ -52,6 +60,8 @@ func (s *signals) serve(ctx context.Context, sup reloader, stop context.CancelFu
 			return
 		case <-s.hup:
 			sup.Reload()
+		case <-s.usr2:
+			sup.Upgrade()
 		}
 	}
 }

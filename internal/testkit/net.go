@@ -2,32 +2,69 @@ package testkit
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// FreePort returns a port on 127.0.0.1 that was free a moment ago: a
-// UDP port for a network starting with "udp", a TCP port otherwise.
+// FreePort returns a port that was free on every address a moment ago:
+// a UDP port for a network starting with "udp", a TCP port otherwise.
+// It is taken from below the kernel's ephemeral range, at random: a port
+// the kernel handed out (bind to :0) is one it may hand again, at once,
+// to any of the thousands of client connections that tests and load
+// loops open, and a superd that binds it later then finds it in use.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	if strings.HasPrefix(network, "udp") {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("finding a free UDP port: %v", err)
+	low, high := portsBelowEphemeral()
+	for range 1000 {
+		port := low + rand.IntN(high-low)
+		if portFree(network, port) {
+			return port
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Fatalf("no free %s port in %d-%d", network, low, high)
+	return 0
+}
+
+// portsBelowEphemeral is the range FreePort picks from: 10000 up to the
+// start of net.ipv4.ip_local_port_range.
+func portsBelowEphemeral() (low, high int) {
+	low, high = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > low+1000 {
+				high = n
+			}
+		}
+	}
+	return low, high
+}
+
+// portFree reports whether port can be bound on the wildcard address,
+// which conflicts with a socket on any address.
+func portFree(network string, port int) bool {
+	addr := fmt.Sprintf(":%d", port)
+	if strings.HasPrefix(network, "udp") {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("finding a free TCP port: %v", err)
+		return false
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return true
 }
 
 // Dial connects to the TCP address addr. The connection's deadline is

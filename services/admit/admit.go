@@ -249,6 +249,7 @@ type slots struct {
 	limit  int
 	waiter int           // callers blocked in acquire
 	wake   chan struct{} // closed and replaced whenever a slot may have freed up
+	obs    func(Change)  // told every change to used; see Admission.Observe
 }
 
 // acquire takes a slot, waiting for one while all are used; a wait
@@ -258,6 +259,9 @@ func (g *slots) acquire(ctx context.Context, m *metrics.Service) error {
 		g.mu.Lock()
 		if g.used < g.limit {
 			g.used++
+			if g.obs != nil {
+				g.obs(Change{Slots: 1})
+			}
 			g.mu.Unlock()
 			return nil
 		}
@@ -284,6 +288,9 @@ func (g *slots) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.used--
+	if g.obs != nil {
+		g.obs(Change{Slots: -1})
+	}
 	g.pokeLocked()
 }
 
@@ -326,8 +333,9 @@ func sourceOf(ip netip.Addr) netip.Prefix {
 
 // sources counts running clients per source.
 type sources struct {
-	mu sync.Mutex
-	n  map[netip.Prefix]int
+	mu  sync.Mutex
+	n   map[netip.Prefix]int
+	obs func(Change) // told every change to n; see Admission.Observe
 }
 
 func (c *sources) take(k netip.Prefix, limit int) bool {
@@ -337,6 +345,9 @@ func (c *sources) take(k netip.Prefix, limit int) bool {
 		return false
 	}
 	c.n[k]++
+	if c.obs != nil {
+		c.obs(Change{Source: k, Sources: 1})
+	}
 	return true
 }
 
@@ -345,5 +356,8 @@ func (c *sources) give(k netip.Prefix) {
 	defer c.mu.Unlock()
 	if c.n[k]--; c.n[k] <= 0 {
 		delete(c.n, k)
+	}
+	if c.obs != nil {
+		c.obs(Change{Source: k, Sources: -1})
 	}
 }

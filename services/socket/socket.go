@@ -339,6 +339,32 @@ func (s *Socket) Close() error {
 	return s.closeErr
 }
 
+// CloseKeepFile is Close, except that a unix socket's file stays where
+// it is: another process serves the socket it names (the new superd of
+// an upgrade).
+func (s *Socket) CloseKeepFile() error {
+	s.lnMu.Lock()
+	if u, ok := s.ln.(*net.UnixListener); ok {
+		u.SetUnlinkOnClose(false)
+	}
+	s.lnMu.Unlock()
+	return s.Close()
+}
+
+// Dup returns a close-on-exec duplicate of the socket, named name, to
+// hand to another process; the caller closes it.
+func (s *Socket) Dup(name string) (*os.File, error) {
+	var nfd int
+	var derr error
+	err := s.raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return nil, fmt.Errorf("dup socket %s: %w", s.key, err)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
 // Closed reports whether Close has been called.
 func (s *Socket) Closed() bool { return s.closed.Load() }
 

@@ -1,0 +1,347 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/superd/superd/services"
+	"github.com/superd/superd/services/admit"
+	"github.com/superd/superd/supervisor/upgrade"
+)
+
+// A binary upgrade, from the old process's side: Upgrade (SIGUSR2)
+// starts the binary at superd's path with every socket; once the new
+// process is ready, the old one drains (stops taking clients, closes its
+// sockets, tells the new one what its clients hold) and exits when its
+// last handler has ended. From the new process's side: takeOver tells
+// the old one it is ready, holds the old one's counts, and only then
+// opens the gate that lets its Listeners take clients.
+
+// UpgradeOptions are what an upgrade starts.
+type UpgradeOptions struct {
+	// Path is the binary to start: superd's path as the administrator
+	// gave it, so that a binary replaced there is the one started.
+	Path string
+	// Argv is the command line, argv[0] first.
+	Argv []string
+	// Files returns more sockets to hand over, each named: the metrics
+	// socket, which main owns. Each call returns new descriptors, which
+	// the supervisor closes. nil: none.
+	Files func() ([]*os.File, error)
+	// HandedOver is called once the new process serves: main stops
+	// serving the metrics, which the new process serves from then on.
+	HandedOver func()
+}
+
+// upgradeResult is how the start of a new process ended.
+type upgradeResult struct {
+	succ *upgrade.Successor
+	err  error
+}
+
+// Upgrade asks Run to start the new binary and hand over to it. It never
+// blocks. A request while one waits is refused and logged; one while an
+// upgrade is under way is refused by Run.
+func (s *Supervisor) Upgrade() {
+	select {
+	case s.upgradeC <- struct{}{}:
+	default:
+		s.log.Warn("upgrade_refused", "reason", "an upgrade request is already waiting")
+	}
+}
+
+// startUpgrade starts the new process in a goroutine of its own, which
+// reports on s.upgradeDone; Run goes on serving meanwhile.
+func (s *Supervisor) startUpgrade(ctx context.Context) {
+	up := s.opts.Upgrade
+	switch {
+	case s.upgrading:
+		s.log.Warn("upgrade_refused", "reason", "an upgrade is under way")
+		return
+	case s.opts.Predecessor != nil && !s.predDone:
+		s.log.Warn("upgrade_refused", "reason", fmt.Sprintf("the old process of the last upgrade (pid %d) still has handlers: try again once it has exited", s.opts.Predecessor.Pid))
+		return
+	case up == nil || up.Path == "":
+		s.log.Warn("upgrade_refused", "reason", "this superd does not know the path of its binary")
+		return
+	case os.Getpid() == 1:
+		s.log.Warn("upgrade_refused", "reason", "superd runs as PID 1, which cannot hand over: restart the container instead")
+		return
+	}
+	files, err := s.handoverFiles()
+	if err != nil {
+		s.log.Error("upgrade_failed", "reason", err.Error(), "keeping", "this process, serving as before")
+		return
+	}
+	s.upgrading = true
+	s.log.Info("upgrading", "path", up.Path, "sockets", len(files), "timeout", s.cfg.Global.UpgradeTimeout)
+	spec := upgrade.Spec{Path: up.Path, Argv: up.Argv, Env: os.Environ(), Files: files, Timeout: s.cfg.Global.UpgradeTimeout}
+	go func() {
+		succ, err := upgrade.Start(ctx, spec)
+		closeFiles(files)
+		s.upgradeDone <- upgradeResult{succ, err}
+	}()
+}
+
+// handoverFiles duplicates every bound socket, named after its service,
+// and main's.
+func (s *Supervisor) handoverFiles() ([]*os.File, error) {
+	var files []*os.File
+	for _, l := range s.listeners {
+		f, err := l.File()
+		if err != nil {
+			closeFiles(files)
+			return nil, fmt.Errorf("service %q: %w", l.Name(), err)
+		}
+		files = append(files, f)
+	}
+	if more := s.opts.Upgrade.Files; more != nil {
+		extra, err := more()
+		if err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		files = append(files, extra...)
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// finishUpgrade takes the end of a start: it returns the new process
+// when it is ready, and logs the failure otherwise.
+func (s *Supervisor) finishUpgrade(r upgradeResult) *upgrade.Successor {
+	s.upgrading = false
+	if r.err != nil {
+		s.log.Error("upgrade_failed", "reason", r.err.Error(), "keeping", "this process, serving as before")
+		return nil
+	}
+	return r.succ
+}
+
+// handover drains every Listener and tells succ what their clients hold.
+// From here on this process takes no client, and tells systemd nothing:
+// the new process is the main one.
+func (s *Supervisor) handover(succ *upgrade.Successor) {
+	// With NotifyAccess=main systemd takes notifications from the main
+	// process only: this one says which that is now, before the new one
+	// (which says so too) sends anything. It comes first: the new
+	// process sends only once it has read synced, written below.
+	s.opts.Notify(fmt.Sprintf("MAINPID=%d", succ.Pid))
+	s.opts.Notify = func(string) {}
+	s.retry.Stop()
+	clear(s.pending) // the new process binds them
+	for key, l := range s.listeners {
+		if err := l.Drain(); err != nil {
+			s.log.Warn("drain_failed", "service", l.Name(), "err", err)
+		}
+		name := key.String()
+		l.Observe(func(c admit.Change) {
+			succ.Send(upgrade.Change{Listen: name, Slots: c.Slots, Source: c.Source, Sources: c.Sources})
+		})
+	}
+	succ.Synced()
+	if h := s.opts.Upgrade.HandedOver; h != nil {
+		h()
+	}
+	s.log.Info("upgraded", "new_pid", succ.Pid, "handlers", s.opts.Runtime.Procs.Count(),
+		"note", "this process exits once its handlers and built-in connections have ended")
+}
+
+// drain waits, after handover, for the last handler and built-in
+// connection of this process to end, and then shuts down. A stop
+// request meanwhile (ctx) ends them as a stop does.
+func (s *Supervisor) drain(ctx context.Context, succ *upgrade.Successor) error {
+	defer succ.Close()
+	stop, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		for _, l := range s.listeners {
+			select {
+			case <-l.Done():
+			case <-stop.Done():
+				return
+			}
+		}
+		s.opts.Runtime.Procs.Wait(stop)
+	}()
+	defer func() { cancel(); <-idle }()
+	exited := succ.Exited()
+	for {
+		select {
+		case <-idle:
+			if stop.Err() == nil {
+				s.log.Info("handed_over", "new_pid", succ.Pid, "note", "the last handler has ended")
+				return s.shutdown()
+			}
+		case <-ctx.Done():
+			return s.shutdown()
+		case <-s.reloadC:
+			s.log.Warn("reload_ignored", "reason", fmt.Sprintf("this process has handed over to pid %d: reload that one", succ.Pid))
+		case <-s.upgradeC:
+			s.log.Warn("upgrade_refused", "reason", fmt.Sprintf("this process has handed over to pid %d", succ.Pid))
+		case <-exited:
+			exited = nil
+			s.log.Warn("successor_exited", "new_pid", succ.Pid, "status", succ.Status())
+		}
+	}
+}
+
+// held is what the old process's clients hold of one of this process's
+// Listeners, as far as the old one has told: what takeOver gave the
+// Listener, and gives back when the old process has ended.
+type held struct {
+	l       *services.Listener
+	slots   int
+	sources map[netip.Prefix]int
+}
+
+// predEvent is one message of the old process after synced, or the end
+// of the handshake (err).
+type predEvent struct {
+	c   upgrade.Change
+	err error
+}
+
+// takeOver tells the old process that this one has its sockets, holds
+// the counts it sends until synced, and opens the gate. It never fails:
+// a handshake that breaks or times out before synced means the old
+// process ended or is stuck, and this one must serve either way.
+func (s *Supervisor) takeOver() {
+	p := s.opts.Predecessor
+	defer close(s.gate)
+	s.held = make(map[string]*held, len(s.listeners))
+	for key, l := range s.listeners {
+		s.held[key.String()] = &held{l: l, sources: map[netip.Prefix]int{}}
+	}
+	if err := p.Ready(); err != nil {
+		s.log.Error("takeover_failed", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
+		s.predDone = true
+		return
+	}
+	deadline := time.Now().Add(s.cfg.Global.UpgradeTimeout)
+	for {
+		c, synced, err := p.Next(deadline)
+		if err != nil {
+			s.log.Error("takeover_incomplete", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
+			s.releaseHeld()
+			s.predDone = true
+			return
+		}
+		if synced {
+			break
+		}
+		s.hold(c)
+	}
+	s.log.Info("took_over", "old_pid", p.Pid, "old_clients", s.heldSlots())
+	s.readerDone = make(chan struct{})
+	go s.readPredecessor()
+}
+
+// readPredecessor is the goroutine that passes the old process's
+// messages after synced to Run, until the handshake ends. Run's
+// shutdown stops it (readerStop, and closing the handshake).
+func (s *Supervisor) readPredecessor() {
+	defer close(s.readerDone)
+	for {
+		c, _, err := s.opts.Predecessor.Next(time.Time{})
+		select {
+		case s.predC <- predEvent{c, err}:
+		case <-s.readerStop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// predecessorEvent applies one of readPredecessor's events.
+func (s *Supervisor) predecessorEvent(ev predEvent) {
+	if ev.err == nil {
+		s.hold(ev.c)
+		return
+	}
+	s.predDone = true
+	if errors.Is(ev.err, io.EOF) {
+		s.log.Info("predecessor_done", "old_pid", s.opts.Predecessor.Pid)
+	} else {
+		s.log.Warn("predecessor_lost", "old_pid", s.opts.Predecessor.Pid, "err", ev.err, "doing", "no longer counting its clients")
+	}
+	s.releaseHeld()
+}
+
+// hold applies c to the Listener it is of, while that Listener is the
+// one takeOver found: a reload that closed it closed its counts too.
+func (s *Supervisor) hold(c upgrade.Change) {
+	h := s.held[c.Listen]
+	if h == nil {
+		return // a socket this configuration does not serve
+	}
+	if s.listeners[h.l.Key()] != h.l {
+		delete(s.held, c.Listen)
+		return
+	}
+	h.l.Hold(admit.Change{Slots: c.Slots, Source: c.Source, Sources: c.Sources})
+	h.slots += c.Slots
+	if c.Source.IsValid() {
+		if h.sources[c.Source] += c.Sources; h.sources[c.Source] == 0 {
+			delete(h.sources, c.Source)
+		}
+	}
+}
+
+// releaseHeld gives back what the old process's clients still hold: it
+// has ended, or can no longer tell.
+func (s *Supervisor) releaseHeld() {
+	for name, h := range s.held {
+		if s.listeners[h.l.Key()] == h.l {
+			h.l.Hold(admit.Change{Slots: -h.slots})
+			for src, n := range h.sources {
+				h.l.Hold(admit.Change{Source: src, Sources: -n})
+			}
+		}
+		delete(s.held, name)
+	}
+}
+
+// heldSlots is the number of the old process's clients held.
+func (s *Supervisor) heldSlots() int {
+	n := 0
+	for _, h := range s.held {
+		n += h.slots
+	}
+	return n
+}
+
+// stopPredecessor ends the reading of the old process's messages at
+// shutdown, and stops the old process when it still runs: a stop of
+// the new process is a stop of the service, the old handlers included.
+func (s *Supervisor) stopPredecessor() {
+	p := s.opts.Predecessor
+	if p == nil {
+		return
+	}
+	if !s.predDone {
+		s.log.Info("stopping_predecessor", "old_pid", p.Pid)
+		if err := p.Terminate(); err != nil {
+			s.log.Warn("stop_predecessor_failed", "old_pid", p.Pid, "err", err)
+		}
+	}
+	close(s.readerStop)
+	p.Close()
+	if s.readerDone != nil {
+		<-s.readerDone
+	}
+}

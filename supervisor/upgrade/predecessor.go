@@ -1,0 +1,150 @@
+package upgrade
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Predecessor is the old process of an upgrade, as the new one sees it.
+//
+// Ownership: the Predecessor owns the new process's end of the
+// handshake and a pidfd of the old process; Close closes both. Next is
+// meant for one reading goroutine; Terminate and Close may be called
+// from another.
+type Predecessor struct {
+	// Pid is the old process's.
+	Pid int
+
+	conn net.Conn
+	r    *bufio.Reader
+
+	mu    sync.Mutex // guards pidfd against Close
+	pidfd int        // -1 when it could not be opened, or after Close
+}
+
+// FromEnv returns the old process when this one was started by an
+// upgrade, and nil when it was not. It must run before the sockets
+// passed are taken (activation.Files): it sets LISTEN_PID, which the old
+// process could not know when it started this one, and WATCHDOG_PID
+// when systemd's watchdog was the old process's. It unsets its own
+// variables, so that no handler sees them. Variables that do not come
+// from this process's parent are an error, and are ignored.
+func FromEnv() (*Predecessor, error) {
+	fdVar, pidVar := os.Getenv(envFD), os.Getenv(envPID)
+	os.Unsetenv(envFD)
+	os.Unsetenv(envPID)
+	if fdVar == "" && pidVar == "" {
+		return nil, nil
+	}
+	fd, err1 := strconv.Atoi(fdVar)
+	pid, err2 := strconv.Atoi(pidVar)
+	if err1 != nil || err2 != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q and %s=%q are not an upgrade's: ignored", envFD, fdVar, envPID, pidVar)
+	}
+	if ppid := os.Getppid(); ppid != pid {
+		return nil, fmt.Errorf("%s names pid %d, but superd's parent is pid %d: ignored", envPID, pid, ppid)
+	}
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "upgrade")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("the upgrade's descriptor %d: %w", fd, err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	if os.Getenv("LISTEN_FDS") != "" {
+		os.Setenv("LISTEN_PID", self)
+	}
+	if os.Getenv("WATCHDOG_USEC") != "" && os.Getenv("WATCHDOG_PID") == pidVar {
+		os.Setenv("WATCHDOG_PID", self)
+	}
+	// The parent cannot be reaped while it waits for this process, so
+	// the pid still names it.
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		pidfd = -1
+	} else {
+		unix.CloseOnExec(pidfd)
+	}
+	return &Predecessor{Pid: pid, conn: conn, r: bufio.NewReader(conn), pidfd: pidfd}, nil
+}
+
+// readyTimeout bounds the write of the ready message.
+const readyTimeout = 5 * time.Second
+
+// Ready tells the old process that this one has its sockets: it stops
+// taking clients and sends its counts.
+func (p *Predecessor) Ready() error {
+	b, _ := json.Marshal(message{Ready: true, Pid: os.Getpid()})
+	p.conn.SetWriteDeadline(time.Now().Add(readyTimeout))
+	_, err := p.conn.Write(append(b, '\n'))
+	if err != nil {
+		return fmt.Errorf("tell the old superd (pid %d) that this one is ready: %w", p.Pid, err)
+	}
+	return nil
+}
+
+// Next reads the next message from the old process, waiting until
+// deadline (zero: for ever): a change to its counts, or synced. An
+// error ends the handshake: io.EOF when the old process closed it (its
+// clients have all ended), a timeout, or a message it cannot read.
+func (p *Predecessor) Next(deadline time.Time) (c Change, synced bool, err error) {
+	p.conn.SetReadDeadline(deadline)
+	line, err := p.r.ReadBytes('\n')
+	if err != nil {
+		return Change{}, false, err
+	}
+	var m message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return Change{}, false, fmt.Errorf("the old superd (pid %d) sent %q: %w", p.Pid, line, err)
+	}
+	if m.Synced {
+		return Change{}, true, nil
+	}
+	c = Change{Listen: m.Listen, Slots: m.Slots}
+	if m.Source != "" {
+		if c.Source, err = netip.ParsePrefix(m.Source); err != nil {
+			return Change{}, false, fmt.Errorf("the old superd (pid %d) sent source %q: %w", p.Pid, m.Source, err)
+		}
+		c.Sources = m.Sources
+	}
+	return c, false, nil
+}
+
+// Terminate sends SIGTERM to the old process, if it still runs: when the
+// new process stops, so do the old one's remaining handlers, with the
+// old one's shutdown_grace. The pidfd makes sure the signal reaches the
+// old process and no other that took its pid.
+func (p *Predecessor) Terminate() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 {
+		return fmt.Errorf("no pidfd of the old superd (pid %d)", p.Pid)
+	}
+	err := unix.PidfdSendSignal(p.pidfd, syscall.SIGTERM, nil, 0)
+	if err == unix.ESRCH {
+		return nil // it has exited
+	}
+	return err
+}
+
+// Close ends the handshake: a Next under way returns an error.
+func (p *Predecessor) Close() error {
+	p.mu.Lock()
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+	p.mu.Unlock()
+	return p.conn.Close()
+}
