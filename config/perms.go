@@ -467,3 +467,13 @@ func allowed(name string, c Cred, want os.FileMode) error {
 	}
 	return nil
 }
+
+// RootExecutableProblems is what makes the program at path unfit to be
+// run as root: writable by another user (by mode bits or ACL), itself,
+// a folder on its way or a symlink's folder, as Load judges a handler
+// that runs as root. A binary upgrade runs the binary at superd's path
+// as root, so whoever could replace it would own the host.
+func RootExecutableProblems(path string) []error {
+	_, errs := trustProblems(path, asRoot())
+	return errs
+}

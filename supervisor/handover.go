@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/superd/superd/config"
 	"github.com/superd/superd/services"
 	"github.com/superd/superd/services/admit"
 	"github.com/superd/superd/supervisor/upgrade"
@@ -72,6 +74,16 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 	case os.Getpid() == 1:
 		s.log.Warn("upgrade_refused", "reason", "superd runs as PID 1, which cannot hand over: restart the container instead")
 		return
+	}
+	if os.Geteuid() == 0 {
+		if errs := config.RootExecutableProblems(up.Path); len(errs) > 0 {
+			msgs := make([]string, len(errs))
+			for i, err := range errs {
+				msgs[i] = err.Error()
+			}
+			s.log.Error("upgrade_failed", "reason", fmt.Sprintf("not running %s as root: %s", up.Path, strings.Join(msgs, "; ")), "keeping", "this process, serving as before")
+			return
+		}
 	}
 	files, err := s.handoverFiles()
 	if err != nil {

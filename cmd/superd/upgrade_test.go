@@ -394,8 +394,18 @@ func TestUpgradeFailures(t *testing.T) {
 		t.Fatalf("%d upgrades happened", n)
 	}
 
-	// The real binary again: the upgrade goes through.
+	// The real binary again, but writable by everyone: root does not run
+	// what any user could have replaced.
 	install(real)
+	if os.Geteuid() == 0 {
+		os.Chmod(path, 0o777)
+		syscall.Kill(oldPid, syscall.SIGUSR2)
+		d.waitLog(`event=upgrade_failed reason="not running \S+ as root: .*writable`)
+		served()
+		os.Chmod(path, 0o755)
+	}
+
+	// As it should be: the upgrade goes through.
 	syscall.Kill(oldPid, syscall.SIGUSR2)
 	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
 	newPid, _ := strconv.Atoi(m[1])

@@ -1,0 +1,64 @@
+package upgrade
+
+import (
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// TestChildEnv: the new process gets the old one's environment without
+// any socket-passing variables of its own, plus LISTEN_FDS and
+// LISTEN_FDNAMES for the sockets and the handshake's descriptor right
+// after them.
+func TestChildEnv(t *testing.T) {
+	named := func(name string) *os.File {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	a, b := named("cat"), named("superd/metrics")
+	tests := []struct {
+		name  string
+		env   []string
+		files []*os.File
+		want  []string
+	}{
+		{"no sockets", []string{"PATH=/bin", "LISTEN_FDS=3", "LISTEN_PID=1"}, nil,
+			[]string{"PATH=/bin", envFD + "=3", envPID + "=" + strconv.Itoa(os.Getpid())}},
+		{"two sockets", []string{"NOTIFY_SOCKET=/run/n", "LISTEN_FDNAMES=x", envFD + "=9", envPID + "=1"}, []*os.File{a, b},
+			[]string{"NOTIFY_SOCKET=/run/n", "LISTEN_FDS=2", "LISTEN_FDNAMES=cat:superd/metrics", envFD + "=5", envPID + "=" + strconv.Itoa(os.Getpid())}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := childEnv(Spec{Env: tt.env, Files: tt.files})
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("childEnv = %q\nwant        %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFromEnvNotAnUpgrade: without the variables FromEnv finds nothing;
+// with variables that name another parent it refuses them and unsets
+// them either way.
+func TestFromEnvNotAnUpgrade(t *testing.T) {
+	t.Setenv(envFD, "")
+	t.Setenv(envPID, "")
+	if p, err := FromEnv(); p != nil || err != nil {
+		t.Fatalf("FromEnv without variables = %v, %v", p, err)
+	}
+	t.Setenv(envFD, "3")
+	t.Setenv(envPID, strconv.Itoa(os.Getppid()+1))
+	if p, err := FromEnv(); p != nil || err == nil {
+		t.Fatalf("FromEnv with another parent's pid = %v, %v; want an error", p, err)
+	}
+	if _, ok := os.LookupEnv(envFD); ok {
+		t.Error("FromEnv left " + envFD + " set")
+	}
+}
