@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/superd/superd/services/socket"
 )
 
 // The metrics server's limits. A scrape is a short GET: a client that
@@ -108,19 +108,7 @@ func (m *metricsServer) File() (*os.File, error) {
 	if !ok {
 		return nil, errors.New("the metrics socket cannot be duplicated")
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup the metrics socket: %w", derr)
-	}
-	return os.NewFile(uintptr(nfd), metricsFDName), nil
+	return socket.DupConn(sc, metricsFDName)
 }
 
 // Close stops serving: it lets a scrape under way finish for a moment,

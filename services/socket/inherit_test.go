@@ -41,7 +41,7 @@ func inheritedFile(t *testing.T, network, addr string) (*os.File, int) {
 			port = a.Port
 		}
 	}
-	f, err := pollableDup(c, "inherited")
+	f, err := DupConn(c, "inherited")
 	if err != nil {
 		t.Fatal(err)
 	}

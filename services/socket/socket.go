@@ -148,7 +148,7 @@ func (s *Socket) bindStream(lc *net.ListenConfig) error {
 // duplicate in Go's poller becomes lf, and a TCP ln closes (Listener
 // makes another when a built-in needs one). It closes ln on failure.
 func (s *Socket) adoptListener(ln net.Listener) error {
-	lf, err := pollableDup(ln.(syscall.Conn), s.key.String())
+	lf, err := DupConn(ln.(syscall.Conn), s.key.String())
 	if err != nil {
 		ln.Close()
 		return err
@@ -172,20 +172,27 @@ func (s *Socket) adoptListener(ln net.Listener) error {
 	return nil
 }
 
-// pollableDup duplicates a non-blocking socket into an *os.File that Go's
-// poller watches.
-func pollableDup(c syscall.Conn, name string) (*os.File, error) {
+// DupConn duplicates c's socket into a close-on-exec *os.File named
+// name, keeping its flags (a non-blocking socket's duplicate is one that
+// Go's poller watches), without net's File, which makes the socket
+// blocking. The caller closes it.
+func DupConn(c syscall.Conn, name string) (*os.File, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
+	return dupRaw(rc, name)
+}
+
+// dupRaw is DupConn for a RawConn.
+func dupRaw(rc syscall.RawConn, name string) (*os.File, error) {
 	var nfd int
 	var derr error
 	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return nil, err
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("dup socket: %w", derr)
+		return nil, fmt.Errorf("dup socket %s: %w", name, derr)
 	}
 	return os.NewFile(uintptr(nfd), name), nil
 }
@@ -353,17 +360,7 @@ func (s *Socket) CloseKeepFile() error {
 
 // Dup returns a close-on-exec duplicate of the socket, named name, to
 // hand to another process; the caller closes it.
-func (s *Socket) Dup(name string) (*os.File, error) {
-	var nfd int
-	var derr error
-	err := s.raw.Control(func(fd uintptr) {
-		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if err = errors.Join(err, derr); err != nil {
-		return nil, fmt.Errorf("dup socket %s: %w", s.key, err)
-	}
-	return os.NewFile(uintptr(nfd), name), nil
-}
+func (s *Socket) Dup(name string) (*os.File, error) { return dupRaw(s.raw, name) }
 
 // Closed reports whether Close has been called.
 func (s *Socket) Closed() bool { return s.closed.Load() }
@@ -399,7 +396,7 @@ func (s *Socket) newListener() (net.Listener, error) {
 	if s.closed.Load() {
 		return nil, net.ErrClosed
 	}
-	tmp, err := pollableDup(s.lf, s.key.String())
+	tmp, err := DupConn(s.lf, s.key.String())
 	if err != nil {
 		return nil, err
 	}
