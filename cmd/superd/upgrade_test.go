@@ -262,7 +262,10 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	l.waitOK(t, 400)
 	l.end()
 	sampler.end()
-	t.Logf("%d connections, %d failed; /proc/net/tcp sampled %d times", l.ok.Load(), len(l.failed), sampler.samples)
+	f := d.scrape()
+	byNew := f.Value(t, "superd_connections_accepted_total", "service", "cat") + f.Value(t, "superd_connections_accepted_total", "service", "echo")
+	t.Logf("%d connections, %d failed, %v of them served by the new process; /proc/net/tcp sampled %d times",
+		l.ok.Load(), len(l.failed), byNew, sampler.samples)
 	if len(l.failed) > 0 {
 		t.Errorf("%d connections failed across the upgrade, first: %s", len(l.failed), l.failed[0])
 	}
