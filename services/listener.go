@@ -414,6 +414,11 @@ func (l *Listener) Observe(obs func(admit.Change)) { l.adm.Observe(obs) }
 // until they end.
 func (l *Listener) Hold(c admit.Change) { l.adm.Hold(c) }
 
+// RemovesFile reports whether closing the Listener removes its unix
+// socket's file (superd bound it): the new process of an upgrade is then
+// to remove it in its turn.
+func (l *Listener) RemovesFile() bool { return l.sock.RemovesFile() }
+
 // File returns a close-on-exec duplicate of the socket, named after the
 // service in force (as systemd's FileDescriptorName= would name it), to
 // hand to another process; the caller closes it.

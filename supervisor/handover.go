@@ -85,14 +85,14 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 			return
 		}
 	}
-	files, err := s.handoverFiles()
+	files, owned, err := s.handoverFiles()
 	if err != nil {
 		s.log.Error("upgrade_failed", "reason", err.Error(), "keeping", "this process, serving as before")
 		return
 	}
 	s.upgrading = true
 	s.log.Info("upgrading", "path", up.Path, "sockets", len(files), "timeout", s.cfg.Global.UpgradeTimeout)
-	spec := upgrade.Spec{Path: up.Path, Argv: up.Argv, Env: os.Environ(), Files: files, Timeout: s.cfg.Global.UpgradeTimeout}
+	spec := upgrade.Spec{Path: up.Path, Argv: up.Argv, Env: os.Environ(), Files: files, Owned: owned, Timeout: s.cfg.Global.UpgradeTimeout}
 	go func() {
 		succ, err := upgrade.Start(ctx, spec)
 		closeFiles(files)
@@ -101,14 +101,17 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 }
 
 // handoverFiles duplicates every bound socket, named after its service,
-// and main's.
-func (s *Supervisor) handoverFiles() ([]*os.File, error) {
-	var files []*os.File
+// and main's; owned are the indexes of the unix sockets whose file this
+// process would remove.
+func (s *Supervisor) handoverFiles() (files []*os.File, owned []int, err error) {
 	for _, l := range s.listeners {
 		f, err := l.File()
 		if err != nil {
 			closeFiles(files)
-			return nil, fmt.Errorf("service %q: %w", l.Name(), err)
+			return nil, nil, fmt.Errorf("service %q: %w", l.Name(), err)
+		}
+		if l.RemovesFile() {
+			owned = append(owned, len(files))
 		}
 		files = append(files, f)
 	}
@@ -116,11 +119,11 @@ func (s *Supervisor) handoverFiles() ([]*os.File, error) {
 		extra, err := more()
 		if err != nil {
 			closeFiles(files)
-			return nil, err
+			return nil, nil, err
 		}
 		files = append(files, extra...)
 	}
-	return files, nil
+	return files, owned, nil
 }
 
 func closeFiles(files []*os.File) {
@@ -286,6 +289,7 @@ func (s *Supervisor) predecessorEvent(ev predEvent) {
 		return
 	}
 	s.predDone = true
+	s.opts.Predecessor.Close() // its pidfd and the handshake: done with
 	if errors.Is(ev.err, io.EOF) {
 		s.log.Info("predecessor_done", "old_pid", s.opts.Predecessor.Pid)
 	} else {

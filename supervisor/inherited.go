@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"slices"
 
@@ -26,7 +28,12 @@ func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
 		f := s.inherited[i]
 		if err := socket.Fits(svc.Listen, f); err != nil {
 			s.inherited = slices.Delete(s.inherited, i, i+1)
-			s.log.Error("inherited_mismatch", "service", svc.Name, "listen", svc.Listen.String(),
+			level := slog.LevelError
+			if s.opts.Predecessor != nil {
+				// After an upgrade: the configuration moved the service.
+				level = slog.LevelInfo
+			}
+			s.log.Log(context.Background(), level, "inherited_mismatch", "service", svc.Name, "listen", svc.Listen.String(),
 				"fd", fdOf(f), "name", f.Name(), "err", err, "doing", "closing it and binding the service's own socket")
 			f.Close()
 			i = -1
@@ -42,6 +49,9 @@ func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
 	s.inherited = slices.Delete(s.inherited, i, i+1)
 	fd, name := fdOf(f), f.Name()
 	sock, err := socket.FromFile(svc.Listen, f, svc.Backlog, svc.SocketMode) // closes f
+	if err == nil && s.opts.Predecessor != nil && s.opts.Predecessor.OwnsFile(fd) {
+		sock.RemoveFileOnClose()
+	}
 	if err == nil {
 		var l *services.Listener
 		if l, err = services.ListenOn(svc, sock, s.opts.Runtime, s.log); err == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -444,4 +445,54 @@ func TestUpgradeStopEndsOldHandlers(t *testing.T) {
 		t.Fatal("superd still runs after the stop")
 	}
 	d.waitLog(`service=session event=exit pid=\d+ remote=\S+ status=signal:SIGTERM `)
+}
+
+// TestUpgradeUnixSocket: a unix socket superd bound keeps its file
+// across an upgrade (the old process must not remove it under the new
+// one), and the new process removes it when it stops, as the old one
+// would have.
+func TestUpgradeUnixSocket(t *testing.T) {
+	skipIfShort(t, "upgrade with a unix socket")
+	d := newDaemon(t, "")
+	path := filepath.Join(d.dir, "cat.sock")
+	d.writeConfig(fmt.Sprintf(`
+[services.cat]
+protocol = "unix"
+address = %q
+path = "/bin/cat"
+user = "root"
+`, path))
+	d.start()
+	d.waitNotify("READY=1")
+	ask := func() {
+		t.Helper()
+		c, err := net.DialTimeout("unix", path, testkit.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(testkit.Timeout))
+		io.WriteString(c, "over unix\n")
+		c.(*net.UnixConn).CloseWrite()
+		if got, err := io.ReadAll(c); err != nil || string(got) != "over unix\n" {
+			t.Fatalf("cat over %s: %q, %v", path, got, err)
+		}
+	}
+	ask()
+	oldPid := d.pid()
+	syscall.Kill(oldPid, syscall.SIGUSR2)
+	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
+	newPid, _ := strconv.Atoi(m[1])
+	stopOnCleanup(t, newPid)
+	if !waitPidExit(t, oldPid) {
+		t.Fatal("the old superd did not exit")
+	}
+	ask()
+	syscall.Kill(newPid, syscall.SIGTERM)
+	if !waitPidExit(t, newPid) {
+		t.Fatal("the new superd did not stop")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("%s after the new superd stopped: %v, want it removed", path, err)
+	}
 }

@@ -68,6 +68,10 @@ type Socket struct {
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool // set before the descriptors close
+	// removesFile is set when Close removes a unix socket's file: one
+	// superd bound, not one systemd passed (systemd owns that file);
+	// guarded by lnMu.
+	removesFile bool
 }
 
 // Bind creates the socket for key. backlog zero keeps the system maximum;
@@ -141,6 +145,8 @@ func (s *Socket) bindStream(lc *net.ListenConfig) error {
 	if err != nil {
 		return err
 	}
+	// A unix socket's listener removes the socket file when it closes.
+	s.removesFile = s.key.Network == "unix"
 	return s.adoptListener(ln)
 }
 
@@ -350,12 +356,31 @@ func (s *Socket) Close() error {
 // it is: another process serves the socket it names (the new superd of
 // an upgrade).
 func (s *Socket) CloseKeepFile() error {
-	s.lnMu.Lock()
-	if u, ok := s.ln.(*net.UnixListener); ok {
-		u.SetUnlinkOnClose(false)
-	}
-	s.lnMu.Unlock()
+	s.setRemovesFile(false)
 	return s.Close()
+}
+
+// RemovesFile reports whether Close removes the unix socket's file:
+// superd bound it (or took it over from a superd that did, see
+// RemoveFileOnClose).
+func (s *Socket) RemovesFile() bool {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	return s.removesFile
+}
+
+// RemoveFileOnClose makes Close remove a unix socket's file, as for one
+// superd bound: the new process of an upgrade owns the files the old
+// one bound. It does nothing for other sockets.
+func (s *Socket) RemoveFileOnClose() { s.setRemovesFile(true) }
+
+func (s *Socket) setRemovesFile(on bool) {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if u, ok := s.ln.(*net.UnixListener); ok {
+		u.SetUnlinkOnClose(on)
+		s.removesFile = on
+	}
 }
 
 // Dup returns a close-on-exec duplicate of the socket, named name, to

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +31,9 @@ type Predecessor struct {
 
 	mu    sync.Mutex // guards pidfd against Close
 	pidfd int        // -1 when it could not be opened, or after Close
+	// owned holds the descriptors (as passed) of the unix sockets whose
+	// file this process removes when it closes them.
+	owned map[int]bool
 }
 
 // FromEnv returns the old process when this one was started by an
@@ -40,9 +44,10 @@ type Predecessor struct {
 // variables, so that no handler sees them. Variables that do not come
 // from this process's parent are an error, and are ignored.
 func FromEnv() (*Predecessor, error) {
-	fdVar, pidVar := os.Getenv(envFD), os.Getenv(envPID)
+	fdVar, pidVar, ownedVar := os.Getenv(envFD), os.Getenv(envPID), os.Getenv(envOwned)
 	os.Unsetenv(envFD)
 	os.Unsetenv(envPID)
+	os.Unsetenv(envOwned)
 	if fdVar == "" && pidVar == "" {
 		return nil, nil
 	}
@@ -76,8 +81,19 @@ func FromEnv() (*Predecessor, error) {
 	} else {
 		unix.CloseOnExec(pidfd)
 	}
-	return &Predecessor{Pid: pid, conn: conn, r: bufio.NewReader(conn), pidfd: pidfd}, nil
+	owned := map[int]bool{}
+	for _, s := range strings.Split(ownedVar, ",") {
+		if n, err := strconv.Atoi(s); err == nil {
+			owned[n] = true
+		}
+	}
+	return &Predecessor{Pid: pid, conn: conn, r: bufio.NewReader(conn), pidfd: pidfd, owned: owned}, nil
 }
+
+// OwnsFile reports whether the old process removes the file of the unix
+// socket it passed on descriptor fd when it closes it (it bound it): the
+// new one is to do so in its turn. A socket systemd passed is systemd's.
+func (p *Predecessor) OwnsFile(fd int) bool { return p.owned[fd] }
 
 // readyTimeout bounds the write of the ready message.
 const readyTimeout = 5 * time.Second

@@ -28,6 +28,10 @@ type Spec struct {
 	// Files are the sockets to hand over, each named (f.Name()) as
 	// LISTEN_FDNAMES is to name it. Start does not close them.
 	Files []*os.File
+	// Owned lists the indexes in Files of the unix sockets whose file
+	// the old process would remove when it closes them: the new process
+	// takes that over (Predecessor.OwnsFile).
+	Owned []int
 	// Timeout bounds the wait for the new process to be ready.
 	Timeout time.Duration
 }
@@ -113,15 +117,50 @@ func stdio() []*os.File {
 func childEnv(spec Spec) []string {
 	env := filterEnv(spec.Env)
 	if n := len(spec.Files); n > 0 {
-		names := make([]string, n)
-		for i, f := range spec.Files {
-			names[i] = f.Name()
+		env = append(env, "LISTEN_FDS="+strconv.Itoa(n), "LISTEN_FDNAMES="+fdNames(spec.Files))
+	}
+	if len(spec.Owned) > 0 {
+		fds := make([]string, len(spec.Owned))
+		for i, n := range spec.Owned {
+			fds[i] = strconv.Itoa(3 + n)
 		}
-		env = append(env, "LISTEN_FDS="+strconv.Itoa(n), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+		env = append(env, envOwned+"="+strings.Join(fds, ","))
 	}
 	return append(env,
 		envFD+"="+strconv.Itoa(3+len(spec.Files)),
 		envPID+"="+strconv.Itoa(os.Getpid()))
+}
+
+// maxFDNames bounds LISTEN_FDNAMES well below the kernel's limit on one
+// environment string (128 KiB), which thousands of long service names
+// would pass (exec then fails with E2BIG).
+const maxFDNames = 64 << 10
+
+// fdNames is LISTEN_FDNAMES for files. When the names are too long, the
+// sockets of services are all named "/", which no service can be
+// called: the new process then adopts each by its protocol, address and
+// port alone, which identify it as well. Names with a '/' (superd's own
+// sockets) stay.
+func fdNames(files []*os.File) string {
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Name()
+	}
+	return joinFDNames(names)
+}
+
+// joinFDNames is fdNames of the names; it may change names.
+func joinFDNames(names []string) string {
+	all := strings.Join(names, ":")
+	if len(all) <= maxFDNames {
+		return all
+	}
+	for i, name := range names {
+		if !strings.Contains(name, "/") {
+			names[i] = "/"
+		}
+	}
+	return strings.Join(names, ":")
 }
 
 // wait reaps the new process and records how it ended.

@@ -29,8 +29,9 @@ import (
 // FromEnv in the new process itself, once it has checked that its
 // parent is the process named by envPID.
 const (
-	envFD  = "SUPERD_UPGRADE_FD"
-	envPID = "SUPERD_UPGRADE_PID"
+	envFD    = "SUPERD_UPGRADE_FD"
+	envPID   = "SUPERD_UPGRADE_PID"
+	envOwned = "SUPERD_UPGRADE_OWNED" // descriptors whose unix socket file superd owns, comma-separated
 )
 
 // message is one line of the handshake.
@@ -72,7 +73,7 @@ func filterEnv(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envFD, envPID:
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", envFD, envPID, envOwned:
 			continue
 		}
 		out = append(out, kv)

@@ -1,9 +1,11 @@
 package upgrade
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -60,5 +62,22 @@ func TestFromEnvNotAnUpgrade(t *testing.T) {
 	}
 	if _, ok := os.LookupEnv(envFD); ok {
 		t.Error("FromEnv left " + envFD + " set")
+	}
+}
+
+// TestFDNamesTooLong: names that would pass the kernel's limit on one
+// environment string are replaced by "/", except superd's own.
+func TestFDNamesTooLong(t *testing.T) {
+	var names []string
+	for i := range 3000 {
+		names = append(names, fmt.Sprintf("service-with-a-rather-long-name-number-%06d", i))
+	}
+	names = append(names, "superd/metrics")
+	got := strings.Split(joinFDNames(slices.Clone(names)), ":")
+	if len(got) != len(names) || got[0] != "/" || got[2999] != "/" || got[3000] != "superd/metrics" {
+		t.Errorf("names of 3000 long names: %d names, first %q, last %q", len(got), got[0], got[len(got)-1])
+	}
+	if got := joinFDNames(slices.Clone(names[:2])); got != names[0]+":"+names[1] {
+		t.Errorf("names of two = %q", got)
 	}
 }
