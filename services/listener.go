@@ -131,7 +131,12 @@ type Listener struct {
 	// handler to give the socket back before another mode takes it; for
 	// tests, which must tell that wait from a loop that never looked.
 	handoff atomic.Bool
+	// waitHandler is the exit of the last wait-mode handler started.
+	waitHandler atomic.Pointer[waitExit]
 }
+
+// waitExit is closed when a wait-mode handler has exited.
+type waitExit struct{ exited <-chan struct{} }
 
 // settings are one generation of a Listener's configuration, immutable
 // once stored.
@@ -390,11 +395,39 @@ func (l *Listener) Drain() error {
 	l.closed = true
 	l.drained.Store(true)
 	close(l.drainC)
-	l.cur.Load().epoch.stopLoop()
+	ep := l.cur.Load().epoch
+	ep.stopLoop()
+	if ep.mode == ModeBuiltinPacket || ep.mode == ModeWait {
+		// Their loops may be between a datagram's read and its answer,
+		// or starting a handler on the socket: they finish that with the
+		// socket open, and the interrupt ends their next wait.
+		l.switchMu.Lock()
+		l.sock.Interrupt()
+		l.switchMu.Unlock()
+		l.awaitLeft(ep)
+	}
 	// Closing the socket waits for an accept under way: after it, the
 	// loop takes nobody.
 	l.closeErr = l.sock.CloseKeepFile()
 	return l.closeErr
+}
+
+// WaitHandler returns the exit (closed once it has been reaped) of the
+// wait-mode handler that holds the socket, or nil when none does. After
+// Drain, no other starts: the old process of an upgrade tells the new
+// one not to touch the socket until then, since the handler may rely on
+// the blocking mode that the new process's adoption would change.
+func (l *Listener) WaitHandler() <-chan struct{} {
+	w := l.waitHandler.Load()
+	if w == nil {
+		return nil
+	}
+	select {
+	case <-w.exited:
+		return nil
+	default:
+		return w.exited
+	}
 }
 
 // Done is closed when the serve goroutine has returned: after Close, or,

@@ -56,6 +56,7 @@ func (l *Listener) serveWait(ep *epoch) (owner <-chan struct{}) {
 		if exited == nil {
 			continue // not started: the socket is superd's again
 		}
+		l.waitHandler.Store(&waitExit{exited})
 		select {
 		case <-exited:
 		case <-ctx.Done():

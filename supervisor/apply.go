@@ -154,7 +154,10 @@ func (s *Supervisor) rollback(bound []*services.Listener, done []updated) {
 // bind starts a Listener for svc and records it; it logs the outcome and
 // returns nil when the socket could not be bound.
 func (s *Supervisor) bind(svc *config.Service) *services.Listener {
-	l := s.adopt(svc)
+	l, deferred := s.adopt(svc)
+	if deferred {
+		return nil // postpone waits for the old process's word
+	}
 	var err error
 	if l == nil {
 		l, err = services.Listen(svc, s.opts.Runtime, s.log)
@@ -181,9 +184,20 @@ func (s *Supervisor) closeListener(key config.ListenKey) {
 
 // postpone schedules another bind attempt for svc after delay.
 func (s *Supervisor) postpone(svc *config.Service, delay time.Duration, now time.Time) {
+	if _, ok := s.deferred[svc.Listen]; ok && s.waitHeld(svc.Listen) {
+		// No retry: adoptDeferred binds it when the old process says.
+		s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(neverRetry)}
+		s.log.Info("waiting_for_old_handler", "service", svc.Name, "listen", svc.Listen.String(),
+			"note", "a wait-mode handler of the old superd may hold the socket: it is served once that one has exited")
+		return
+	}
 	s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(delay)}
 	s.log.Info("bind_retry", "service", svc.Name, "in", delay)
 }
+
+// neverRetry is the delay of a pending service that waits for an event
+// rather than a retry.
+const neverRetry = 100 * 365 * 24 * time.Hour
 
 // publish tells the metrics which services listen now.
 func (s *Supervisor) publish() {

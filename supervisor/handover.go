@@ -65,7 +65,7 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 	case s.upgrading:
 		s.log.Warn("upgrade_refused", "reason", "an upgrade is under way")
 		return
-	case s.opts.Predecessor != nil && !s.predDone:
+	case s.opts.Predecessor != nil && s.opts.Predecessor.Running():
 		s.log.Warn("upgrade_refused", "reason", fmt.Sprintf("the old process of the last upgrade (pid %d) still has handlers: try again once it has exited", s.opts.Predecessor.Pid))
 		return
 	case up == nil || up.Path == "":
@@ -140,6 +140,14 @@ func (s *Supervisor) finishUpgrade(r upgradeResult) *upgrade.Successor {
 		s.log.Error("upgrade_failed", "reason", r.err.Error(), "keeping", "this process, serving as before")
 		return nil
 	}
+	select {
+	case <-r.succ.Exited():
+		r.succ.Close()
+		s.log.Error("upgrade_failed", "reason", fmt.Sprintf("the new process (pid %d) %s right after it said it was ready", r.succ.Pid, r.succ.Status()),
+			"keeping", "this process, serving as before")
+		return nil
+	default:
+	}
 	return r.succ
 }
 
@@ -151,7 +159,13 @@ func (s *Supervisor) handover(succ *upgrade.Successor) {
 	// process only: this one says which that is now, before the new one
 	// (which says so too) sends anything. It comes first: the new
 	// process sends only once it has read synced, written below.
-	s.opts.Notify(fmt.Sprintf("MAINPID=%d", succ.Pid))
+	// The watchdog, when on, is pinged now: the new process's first ping
+	// comes with its READY=1.
+	ping := ""
+	if s.opts.Watchdog > 0 {
+		ping = "WATCHDOG=1\n"
+	}
+	s.opts.Notify(fmt.Sprintf("%sMAINPID=%d", ping, succ.Pid))
 	s.opts.Notify = func(string) {}
 	s.retry.Stop()
 	clear(s.pending) // the new process binds them
@@ -163,6 +177,18 @@ func (s *Supervisor) handover(succ *upgrade.Successor) {
 		l.Observe(func(c admit.Change) {
 			succ.Send(upgrade.Change{Listen: name, Slots: c.Slots, Source: c.Source, Sources: c.Sources})
 		})
+		if exited := l.WaitHandler(); exited != nil {
+			succ.Send(upgrade.Change{Listen: name, Held: true})
+			s.releasers.Add(1)
+			go func() {
+				defer s.releasers.Done()
+				select {
+				case <-exited:
+					succ.Send(upgrade.Change{Listen: name, Released: true})
+				case <-s.releaseStop:
+				}
+			}()
+		}
 	}
 	succ.Synced()
 	if h := s.opts.Upgrade.HandedOver; h != nil {
@@ -176,15 +202,25 @@ func (s *Supervisor) handover(succ *upgrade.Successor) {
 // connection of this process to end, and then shuts down. A stop
 // request meanwhile (ctx) ends them as a stop does.
 func (s *Supervisor) drain(ctx context.Context, succ *upgrade.Successor) error {
-	defer succ.Close()
+	defer func() {
+		close(s.releaseStop)
+		s.releasers.Wait()
+		succ.Close()
+	}()
 	stop, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	idle := make(chan struct{})
+	// The goroutine gets the Listeners' Done channels, not the map,
+	// which shutdown changes.
+	done := make([]<-chan struct{}, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		done = append(done, l.Done())
+	}
 	go func() {
 		defer close(idle)
-		for _, l := range s.listeners {
+		for _, d := range done {
 			select {
-			case <-l.Done():
+			case <-d:
 			case <-stop.Done():
 				return
 			}
@@ -240,9 +276,13 @@ func (s *Supervisor) takeOver() {
 	for key, l := range s.listeners {
 		s.held[key.String()] = &held{l: l, sources: map[netip.Prefix]int{}}
 	}
+	// However the handshake ends, the sockets deferred for wait-mode
+	// handlers are served once the old process says they are free, or
+	// can no longer say.
+	defer s.adoptDeferred()
 	if err := p.Ready(); err != nil {
 		s.log.Error("takeover_failed", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
-		s.predDone = true
+		s.predDone, s.synced = true, true
 		return
 	}
 	deadline := time.Now().Add(s.cfg.Global.UpgradeTimeout)
@@ -251,10 +291,12 @@ func (s *Supervisor) takeOver() {
 		if err != nil {
 			s.log.Error("takeover_incomplete", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
 			s.releaseHeld()
-			s.predDone = true
+			s.predDone, s.synced = true, true
+			clear(s.heldWait)
 			return
 		}
 		if synced {
+			s.synced = true
 			break
 		}
 		s.hold(c)
@@ -289,10 +331,14 @@ func (s *Supervisor) predecessorEvent(ev predEvent) {
 		return
 	}
 	s.predDone = true
-	s.opts.Predecessor.Close() // its pidfd and the handshake: done with
+	clear(s.heldWait)
+	defer s.adoptDeferred()
 	if errors.Is(ev.err, io.EOF) {
+		// Its clients have all ended and it exits: done with its pidfd.
+		s.opts.Predecessor.Close()
 		s.log.Info("predecessor_done", "old_pid", s.opts.Predecessor.Pid)
 	} else {
+		s.opts.Predecessor.CloseHandshake()
 		s.log.Warn("predecessor_lost", "old_pid", s.opts.Predecessor.Pid, "err", ev.err, "doing", "no longer counting its clients")
 	}
 	s.releaseHeld()
@@ -301,6 +347,17 @@ func (s *Supervisor) predecessorEvent(ev predEvent) {
 // hold applies c to the Listener it is of, while that Listener is the
 // one takeOver found: a reload that closed it closed its counts too.
 func (s *Supervisor) hold(c upgrade.Change) {
+	switch {
+	case c.Held:
+		s.heldWait[c.Listen] = true
+		return
+	case c.Released:
+		delete(s.heldWait, c.Listen)
+		if s.synced {
+			s.adoptDeferred()
+		}
+		return
+	}
 	h := s.held[c.Listen]
 	if h == nil {
 		return // a socket this configuration does not serve
@@ -342,22 +399,42 @@ func (s *Supervisor) heldSlots() int {
 }
 
 // stopPredecessor ends the reading of the old process's messages at
-// shutdown, and stops the old process when it still runs: a stop of
-// the new process is a stop of the service, the old handlers included.
-func (s *Supervisor) stopPredecessor() {
+// shutdown, and sends the old process SIGTERM when it still runs: a stop
+// of the new process is a stop of the service, the old handlers
+// included. It reports whether it did; awaitPredecessor waits.
+func (s *Supervisor) stopPredecessor() bool {
 	p := s.opts.Predecessor
 	if p == nil {
-		return
-	}
-	if !s.predDone {
-		s.log.Info("stopping_predecessor", "old_pid", p.Pid)
-		if err := p.Terminate(); err != nil {
-			s.log.Warn("stop_predecessor_failed", "old_pid", p.Pid, "err", err)
-		}
+		return false
 	}
 	close(s.readerStop)
-	p.Close()
+	p.CloseHandshake()
 	if s.readerDone != nil {
 		<-s.readerDone
 	}
+	if !p.Running() {
+		return false
+	}
+	s.log.Info("stopping_predecessor", "old_pid", p.Pid)
+	if err := p.Terminate(); err != nil {
+		s.log.Warn("stop_predecessor_failed", "old_pid", p.Pid, "err", err)
+		return false
+	}
+	return true
 }
+
+// awaitPredecessor waits, after stopPredecessor, for the old process to
+// have ended its handlers (its grace and SIGKILL wait): under systemd's
+// KillMode=mixed, what is left of the unit is SIGKILLed as soon as this
+// process, the main one, exits.
+func (s *Supervisor) awaitPredecessor() {
+	p := s.opts.Predecessor
+	if !p.Wait(s.cfg.Global.ShutdownGrace + predecessorKillWait) {
+		s.log.Warn("predecessor_still_running", "old_pid", p.Pid)
+	}
+	p.Close()
+}
+
+// predecessorKillWait is how much longer than its shutdown_grace the old
+// process gets to exit after SIGTERM: its SIGKILL and reaping.
+const predecessorKillWait = 10 * time.Second

@@ -1,10 +1,9 @@
 package supervisor
 
 import (
-	"context"
-	"log/slog"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/superd/superd/config"
 	"github.com/superd/superd/services"
@@ -19,7 +18,32 @@ import (
 // is an error in the unit or the configuration: it is logged and closed,
 // and svc binds its own socket. Only Run's first apply has inherited
 // sockets; a reload binds.
-func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
+//
+// After an upgrade, a wait-mode service's socket is deferred (true)
+// rather than adopted until the old process has said that none of its
+// wait-mode handlers holds it (see deferred).
+func (s *Supervisor) adopt(svc *config.Service) (l *services.Listener, deferred bool) {
+	f, ok := s.deferred[svc.Listen]
+	switch {
+	case ok && s.waitHeld(svc.Listen):
+		return nil, true
+	case ok:
+		delete(s.deferred, svc.Listen)
+	default:
+		if f = s.takeInherited(svc); f == nil {
+			return nil, false
+		}
+		if s.opts.Predecessor != nil && services.ModeOf(svc) == services.ModeWait && s.waitHeld(svc.Listen) {
+			s.deferred[svc.Listen] = f
+			return nil, true
+		}
+	}
+	return s.serveInherited(svc, f), false
+}
+
+// takeInherited takes the inherited socket meant for svc out of
+// s.inherited; nil when there is none.
+func (s *Supervisor) takeInherited(svc *config.Service) *os.File {
 	if len(s.inherited) == 0 {
 		return nil
 	}
@@ -27,15 +51,18 @@ func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
 	if i >= 0 {
 		f := s.inherited[i]
 		if err := socket.Fits(svc.Listen, f); err != nil {
-			s.inherited = slices.Delete(s.inherited, i, i+1)
-			level := slog.LevelError
 			if s.opts.Predecessor != nil {
-				// After an upgrade: the configuration moved the service.
-				level = slog.LevelInfo
+				// After an upgrade: the configuration moved the service,
+				// and the socket may be another's now (two services that
+				// swapped ports): it stays for the match by address.
+				s.log.Info("inherited_mismatch", "service", svc.Name, "listen", svc.Listen.String(),
+					"fd", fdOf(f), "name", f.Name(), "err", err, "doing", "looking for the socket that fits")
+			} else {
+				s.inherited = slices.Delete(s.inherited, i, i+1)
+				s.log.Error("inherited_mismatch", "service", svc.Name, "listen", svc.Listen.String(),
+					"fd", fdOf(f), "name", f.Name(), "err", err, "doing", "closing it and binding the service's own socket")
+				f.Close()
 			}
-			s.log.Log(context.Background(), level, "inherited_mismatch", "service", svc.Name, "listen", svc.Listen.String(),
-				"fd", fdOf(f), "name", f.Name(), "err", err, "doing", "closing it and binding the service's own socket")
-			f.Close()
 			i = -1
 		}
 	}
@@ -47,6 +74,12 @@ func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
 	}
 	f := s.inherited[i]
 	s.inherited = slices.Delete(s.inherited, i, i+1)
+	return f
+}
+
+// serveInherited serves svc on f, which fits it; nil when that fails
+// (logged). It closes f either way.
+func (s *Supervisor) serveInherited(svc *config.Service, f *os.File) *services.Listener {
 	fd, name := fdOf(f), f.Name()
 	sock, err := socket.FromFile(svc.Listen, f, svc.Backlog, svc.SocketMode) // closes f
 	if err == nil && s.opts.Predecessor != nil && s.opts.Predecessor.OwnsFile(fd) {
@@ -62,6 +95,43 @@ func (s *Supervisor) adopt(svc *config.Service) *services.Listener {
 	s.log.Error("adopt_failed", "service", svc.Name, "listen", svc.Listen.String(), "fd", fd, "name", name,
 		"err", err, "doing", "binding the service's own socket")
 	return nil
+}
+
+// waitHeld reports whether a wait-mode handler of the old process of
+// an upgrade may hold the socket of key: until the old process has sent
+// its counts (synced), any may; after, those it named, until it says
+// they have exited or it has ended.
+func (s *Supervisor) waitHeld(key config.ListenKey) bool {
+	return !s.synced || s.heldWait[key.String()]
+}
+
+// adoptDeferred serves the deferred sockets that no wait-mode handler of
+// the old process holds any more, on the services waiting for them, and
+// closes those no service wants now (a reload removed it meanwhile).
+func (s *Supervisor) adoptDeferred() {
+	now := time.Now()
+	for key, f := range s.deferred {
+		if s.waitHeld(key) {
+			continue
+		}
+		for name, p := range s.pending {
+			if p.svc.Listen != key {
+				continue
+			}
+			delete(s.pending, name)
+			if s.bind(p.svc) == nil {
+				s.postpone(p.svc, firstRetry, now)
+			}
+			break
+		}
+		if s.deferred[key] == f {
+			delete(s.deferred, key)
+			s.log.Warn("inherited_unused", "fd", fdOf(f), "name", f.Name(), "note", "no service fits it: closed")
+			f.Close()
+		}
+	}
+	s.armRetry()
+	s.publish()
 }
 
 // closeInherited closes the inherited sockets no service adopted, with a

@@ -27,6 +27,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -106,6 +107,18 @@ type Supervisor struct {
 	readerStop chan struct{}
 	readerDone chan struct{}
 	predDone   bool
+	// synced is set once the old process has sent its counts, or can no
+	// longer; heldWait names (ListenKey.String()) the sockets its
+	// wait-mode handlers hold, and deferred holds those sockets, not
+	// adopted yet: adopting makes a socket non-blocking, under a handler
+	// that may block on it.
+	synced   bool
+	heldWait map[string]bool
+	deferred map[config.ListenKey]*os.File
+	// releasers are the old process's goroutines that tell the new one
+	// when a wait-mode handler has exited; releaseStop ends them.
+	releasers   sync.WaitGroup
+	releaseStop chan struct{}
 }
 
 // pending is a service whose socket could not be bound yet.
@@ -139,6 +152,10 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		predC:       make(chan predEvent),
 		readerStop:  make(chan struct{}),
 		predDone:    opts.Predecessor == nil,
+		synced:      opts.Predecessor == nil,
+		heldWait:    make(map[string]bool),
+		deferred:    make(map[config.ListenKey]*os.File),
+		releaseStop: make(chan struct{}),
 	}
 	if opts.Predecessor != nil {
 		s.gate = make(chan struct{})
@@ -185,6 +202,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.takeOver()
 		// systemd hears from this process from now on.
 		ready = fmt.Sprintf("MAINPID=%d\nREADY=1\n", os.Getpid())
+		if s.opts.Watchdog > 0 {
+			ready += "WATCHDOG=1\n"
+		}
 	}
 	s.opts.Notify(ready + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
@@ -215,6 +235,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.startUpgrade(ctx)
 		case r := <-s.upgradeDone:
 			if succ := s.finishUpgrade(r); succ != nil {
+				if ctx.Err() != nil {
+					// A stop came with the new process's ready: it wins.
+					succ.Abort()
+					return s.shutdown()
+				}
 				s.handover(succ)
 				return s.drain(ctx, succ)
 			}
@@ -352,12 +377,20 @@ func (s *Supervisor) shutdown() error {
 		}
 		s.upgrading = false
 	}
-	s.stopPredecessor()
+	stopped := s.stopPredecessor()
+	for key, f := range s.deferred {
+		f.Close()
+		delete(s.deferred, key)
+	}
 	for key, l := range s.listeners {
 		l.Close()
 		delete(s.listeners, key)
 	}
-	if err := s.opts.Runtime.Procs.Shutdown(s.cfg.Global.ShutdownGrace, s.log); err != nil {
+	err := s.opts.Runtime.Procs.Shutdown(s.cfg.Global.ShutdownGrace, s.log)
+	if stopped {
+		s.awaitPredecessor()
+	}
+	if err != nil {
 		return err
 	}
 	s.log.Info("stopped")

@@ -16,6 +16,7 @@ func newHelpers() *testkit.Helpers {
 		"readline":    testkit.Readline,
 		"udp-reply":   testkit.UDPReply,
 		"tcp-accept":  testkit.TCPAcceptPID,
+		"accept-loop": testkit.TCPAcceptLoop,
 		"sleep":       testkit.Sleep, // also run by grandchild and fork-hang
 		"ignore-term": testkit.IgnoreTerm,
 		"exit":        testkit.Exit,

@@ -127,7 +127,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// systemd does, but could not set LISTEN_PID; FromEnv does.
 	pred, err := upgrade.FromEnv()
 	if err != nil {
-		fmt.Fprintln(stderr, "superd:", err)
+		// The sockets passed with the variables would stay open and
+		// unserved, clients waiting in their backlogs for nobody.
+		fmt.Fprintf(stderr, "superd: %v: not starting (unset SUPERD_UPGRADE_FD and SUPERD_UPGRADE_PID to start afresh)\n", err)
+		return 1
 	}
 	// Socket activation: the sockets systemd (or the old superd of an
 	// upgrade) passed (LISTEN_FDS), taken before anything else can open

@@ -220,6 +220,27 @@ func TCPAcceptPID([]string) int {
 	return 0
 }
 
+// TCPAcceptLoop is a self-accepting server in wait mode that blocks in
+// accept, as many do: it writes "accepted by PID\n" to each connection
+// and exits 0 after the one that sends "quit"; a failed accept (EAGAIN:
+// the socket was made non-blocking under it) exits 1.
+func TCPAcceptLoop([]string) int {
+	for {
+		nfd, _, err := unix.Accept(0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "accept:", err)
+			return 1
+		}
+		buf := make([]byte, 64)
+		n, _ := unix.Read(nfd, buf)
+		unix.Write(nfd, []byte("accepted by "+strconv.Itoa(os.Getpid())+"\n"))
+		unix.Close(nfd)
+		if strings.TrimSpace(string(buf[:max(n, 0)])) == "quit" {
+			return 0
+		}
+	}
+}
+
 // TCPAccept is TCPAcceptPID that writes just "accepted\n".
 func TCPAccept([]string) int {
 	nfd, _, err := unix.Accept(0)

@@ -42,7 +42,7 @@ type Predecessor struct {
 // process could not know when it started this one, and WATCHDOG_PID
 // when systemd's watchdog was the old process's. It unsets its own
 // variables, so that no handler sees them. Variables that do not come
-// from this process's parent are an error, and are ignored.
+// from this process's parent are an error.
 func FromEnv() (*Predecessor, error) {
 	fdVar, pidVar, ownedVar := os.Getenv(envFD), os.Getenv(envPID), os.Getenv(envOwned)
 	os.Unsetenv(envFD)
@@ -54,10 +54,10 @@ func FromEnv() (*Predecessor, error) {
 	fd, err1 := strconv.Atoi(fdVar)
 	pid, err2 := strconv.Atoi(pidVar)
 	if err1 != nil || err2 != nil || fd < 3 {
-		return nil, fmt.Errorf("%s=%q and %s=%q are not an upgrade's: ignored", envFD, fdVar, envPID, pidVar)
+		return nil, fmt.Errorf("%s=%q and %s=%q are not an upgrade's", envFD, fdVar, envPID, pidVar)
 	}
 	if ppid := os.Getppid(); ppid != pid {
-		return nil, fmt.Errorf("%s names pid %d, but superd's parent is pid %d: ignored", envPID, pid, ppid)
+		return nil, fmt.Errorf("%s names pid %d, but superd's parent is pid %d (the old superd of an upgrade has gone)", envPID, pid, ppid)
 	}
 	unix.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "upgrade")
@@ -127,7 +127,7 @@ func (p *Predecessor) Next(deadline time.Time) (c Change, synced bool, err error
 	if m.Synced {
 		return Change{}, true, nil
 	}
-	c = Change{Listen: m.Listen, Slots: m.Slots}
+	c = Change{Listen: m.Listen, Slots: m.Slots, Held: m.Held, Released: m.Released}
 	if m.Source != "" {
 		if c.Source, err = netip.ParsePrefix(m.Source); err != nil {
 			return Change{}, false, fmt.Errorf("the old superd (pid %d) sent source %q: %w", p.Pid, m.Source, err)
@@ -154,7 +154,47 @@ func (p *Predecessor) Terminate() error {
 	return err
 }
 
-// Close ends the handshake: a Next under way returns an error.
+// Running reports whether the old process still runs, as far as its
+// pidfd tells (false once it has exited, or without one).
+func (p *Predecessor) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 {
+		return false
+	}
+	n, err := unix.Poll([]unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}, 0)
+	return err == nil && n == 0
+}
+
+// Wait waits until the old process has exited, or for d at most: after
+// Terminate, its handlers' shutdown grace. It reports whether it exited.
+func (p *Predecessor) Wait(d time.Duration) bool {
+	p.mu.Lock()
+	fd := p.pidfd
+	p.mu.Unlock()
+	if fd < 0 {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms < 0 {
+			return false
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n == 1 || err != nil
+	}
+}
+
+// CloseHandshake ends the handshake (a Next under way returns an error)
+// but keeps the pidfd: the old process may still have to be stopped.
+func (p *Predecessor) CloseHandshake() error { return p.conn.Close() }
+
+// Close ends the handshake and closes the pidfd. Wait and Terminate must
+// not run meanwhile.
 func (p *Predecessor) Close() error {
 	p.mu.Lock()
 	if p.pidfd >= 0 {

@@ -48,6 +48,11 @@ type message struct {
 	// Source and Sources are a change to the per_source places they hold.
 	Source  string `json:"source,omitempty"`
 	Sources int    `json:"sources,omitempty"`
+	// Held (old to new) says a wait-mode handler of the old process
+	// holds the socket Listen, Released that it has exited: the new
+	// process adopts that socket only then.
+	Held     bool `json:"held,omitempty"`
+	Released bool `json:"released,omitempty"`
 	// Synced (old to new) ends the counts as they were when the old
 	// process stopped taking clients: the new one may take clients now.
 	Synced bool `json:"synced,omitempty"`
@@ -64,6 +69,9 @@ type Change struct {
 	// by Sources.
 	Source  netip.Prefix
 	Sources int
+	// Held and Released: a wait-mode handler of the old process holds
+	// the socket Listen, or has exited (see message).
+	Held, Released bool
 }
 
 // filterEnv returns env without the variables of socket passing and of
