@@ -3,11 +3,14 @@
 // (Reload) it works out what to bind, update and close (diff, a pure
 // function), applies that plan with rollback (apply), retries the binds
 // that failed, shuts down when Run's context ends, and keeps systemd
-// informed through sd_notify.
+// informed through sd_notify. It runs both sides of a binary upgrade
+// (handover.go): Upgrade starts the new binary with every socket and
+// drains this process once the new one is ready; a process started by
+// an upgrade (Options.Predecessor) takes over from the old one.
 //
-// It does not catch SIGHUP, SIGTERM or SIGINT: main turns those into
-// Reload calls and a cancelled context, so that a stop request never
-// queues behind reloads. It does not parse configuration files (package
+// It does not catch SIGHUP, SIGUSR2, SIGTERM or SIGINT: main turns those
+// into Reload and Upgrade calls and a cancelled context, so that a stop
+// request never queues behind reloads. It does not parse configuration files (package
 // config does), accept connections (package services does) or run
 // processes (package services/proc does; the supervisor only asks the
 // process table to shut down).
