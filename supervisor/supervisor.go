@@ -10,9 +10,9 @@
 //
 // It does not catch SIGHUP, SIGUSR2, SIGTERM or SIGINT: main turns those
 // into Reload and Upgrade calls and a cancelled context, so that a stop
-// request never queues behind reloads. It does not parse configuration files (package
-// config does), accept connections (package services does) or run
-// processes (package services/proc does; the supervisor only asks the
+// request never queues behind reloads. It does not parse configuration
+// files (package config does), accept connections (package services
+// does) or run processes (package services/proc does; the supervisor only asks the
 // process table to shut down).
 //
 // Every map in a Supervisor belongs to the one goroutine that runs Run;
