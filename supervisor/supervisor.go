@@ -12,8 +12,8 @@
 // into Reload and Upgrade calls and a cancelled context, so that a stop
 // request never queues behind reloads. It does not parse configuration
 // files (package config does), accept connections (package services
-// does) or run processes (package services/proc does; the supervisor only asks the
-// process table to shut down).
+// does) or run processes (package services/proc does; the supervisor
+// only asks the process table to shut down).
 //
 // Every map in a Supervisor belongs to the one goroutine that runs Run;
 // nothing else touches them, so there is no lock. The Listeners in them
