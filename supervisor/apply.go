@@ -186,9 +186,9 @@ func (s *Supervisor) closeListener(key config.ListenKey) {
 func (s *Supervisor) postpone(svc *config.Service, delay time.Duration, now time.Time) {
 	if _, ok := s.deferred[svc.Listen]; ok && s.waitHeld(svc.Listen) {
 		// No retry: adoptDeferred binds it when the old process says.
+		// adoptDeferred logs the wait, once the old process has said
+		// which sockets its handlers hold.
 		s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(neverRetry)}
-		s.log.Info("waiting_for_old_handler", "service", svc.Name, "listen", svc.Listen.String(),
-			"note", "a wait-mode handler of the old superd may hold the socket: it is served once that one has exited")
 		return
 	}
 	s.pending[svc.Name] = &pending{svc: svc, delay: delay, next: now.Add(delay)}

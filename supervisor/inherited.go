@@ -50,7 +50,7 @@ func (s *Supervisor) takeInherited(svc *config.Service) *os.File {
 	i := slices.IndexFunc(s.inherited, func(f *os.File) bool { return f.Name() == svc.Name })
 	if i >= 0 {
 		f := s.inherited[i]
-		if err := socket.Fits(svc.Listen, f); err != nil {
+		if err := s.fits(svc.Listen, f); err != nil {
 			if s.opts.Predecessor != nil {
 				// After an upgrade: the configuration moved the service,
 				// and the socket may be another's now (two services that
@@ -67,7 +67,7 @@ func (s *Supervisor) takeInherited(svc *config.Service) *os.File {
 		}
 	}
 	if i < 0 {
-		i = slices.IndexFunc(s.inherited, func(f *os.File) bool { return socket.Fits(svc.Listen, f) == nil })
+		i = slices.IndexFunc(s.inherited, func(f *os.File) bool { return s.fits(svc.Listen, f) == nil })
 	}
 	if i < 0 {
 		return nil
@@ -75,6 +75,28 @@ func (s *Supervisor) takeInherited(svc *config.Service) *os.File {
 	f := s.inherited[i]
 	s.inherited = slices.Delete(s.inherited, i, i+1)
 	return f
+}
+
+// fits is socket.Fits with the identity of f asked of the kernel once.
+func (s *Supervisor) fits(key config.ListenKey, f *os.File) error {
+	if s.identities == nil {
+		s.identities = make(map[*os.File]identified, len(s.inherited))
+	}
+	x, ok := s.identities[f]
+	if !ok {
+		x.id, x.err = socket.Identify(f)
+		s.identities[f] = x
+	}
+	if x.err != nil {
+		return x.err
+	}
+	return x.id.Fits(key)
+}
+
+// identified is an inherited socket's identity, or why it has none.
+type identified struct {
+	id  socket.Identity
+	err error
 }
 
 // serveInherited serves svc on f, which fits it; nil when that fails
@@ -112,6 +134,17 @@ func (s *Supervisor) adoptDeferred() {
 	now := time.Now()
 	for key, f := range s.deferred {
 		if s.waitHeld(key) {
+			if s.synced && !s.waitLogged[key] {
+				s.waitLogged[key] = true
+				name := ""
+				for _, p := range s.pending {
+					if p.svc.Listen == key {
+						name = p.svc.Name
+					}
+				}
+				s.log.Info("waiting_for_old_handler", "service", name, "listen", key.String(),
+					"note", "a wait-mode handler of the old superd holds the socket: it is served once that one has exited")
+			}
 			continue
 		}
 		for name, p := range s.pending {
@@ -143,6 +176,7 @@ func (s *Supervisor) closeInherited() {
 		f.Close()
 	}
 	s.inherited = nil
+	s.identities = nil
 }
 
 // fdOf returns f's descriptor number for the log, without Fd's side

@@ -87,8 +87,10 @@ type Supervisor struct {
 	pending map[string]*pending
 	retry   *time.Timer
 	// inherited are the sockets of Options.Inherited not adopted yet;
-	// nil once Run's first apply is done.
-	inherited []*os.File
+	// nil once Run's first apply is done. identities caches what each
+	// is (see fits).
+	inherited  []*os.File
+	identities map[*os.File]identified
 	// reloadC holds at most one reload request: requests that arrive
 	// while one is pending or under way coalesce into one more reload.
 	reloadC chan struct{}
@@ -115,9 +117,10 @@ type Supervisor struct {
 	// wait-mode handlers hold, and deferred holds those sockets, not
 	// adopted yet: adopting makes a socket non-blocking, under a handler
 	// that may block on it.
-	synced   bool
-	heldWait map[string]bool
-	deferred map[config.ListenKey]*os.File
+	synced     bool
+	heldWait   map[string]bool
+	deferred   map[config.ListenKey]*os.File
+	waitLogged map[config.ListenKey]bool // waiting_for_old_handler said
 	// releasers are the old process's goroutines that tell the new one
 	// when a wait-mode handler has exited; releaseStop ends them.
 	releasers   sync.WaitGroup
@@ -158,6 +161,7 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		synced:      opts.Predecessor == nil,
 		heldWait:    make(map[string]bool),
 		deferred:    make(map[config.ListenKey]*os.File),
+		waitLogged:  make(map[config.ListenKey]bool),
 		releaseStop: make(chan struct{}),
 	}
 	if opts.Predecessor != nil {
@@ -241,6 +245,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					// A stop came with the new process's ready: it wins.
 					succ.Abort()
+					s.log.Error("upgrade_failed", "reason", fmt.Sprintf("superd is stopping: stopped the new process (pid %d)", succ.Pid),
+						"keeping", "nothing: superd is stopping")
 					return s.shutdown()
 				}
 				s.handover(succ)
@@ -375,9 +381,12 @@ func (s *Supervisor) shutdown() error {
 	s.opts.Notify("STOPPING=1")
 	if s.upgrading {
 		// Run's context has ended, which stops the new process.
-		if r := <-s.upgradeDone; r.succ != nil {
+		r := <-s.upgradeDone
+		if r.succ != nil {
 			r.succ.Abort() // ready just before ctx ended
+			r.err = fmt.Errorf("superd is stopping: stopped the new process (pid %d)", r.succ.Pid)
 		}
+		s.log.Error("upgrade_failed", "reason", r.err.Error(), "keeping", "nothing: superd is stopping")
 		s.upgrading = false
 	}
 	stopped := s.stopPredecessor()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -166,6 +167,44 @@ func mustAddr(host string) netip.Addr {
 	a, _ := netip.ParseAddr(host)
 	return a
 }
+
+// Identity is an inherited socket as the kernel described it once, so
+// that matching it against thousands of services (an upgrade passes
+// one socket per service) asks the kernel nothing more.
+type Identity struct {
+	id   identity
+	port string // ":port" of an IP socket, for a cheap first test
+}
+
+// Identify asks the kernel what the socket f is. It leaves f as it is.
+func Identify(f *os.File) (Identity, error) {
+	id, err := identify(f)
+	if err != nil {
+		return Identity{}, err
+	}
+	x := Identity{id: id}
+	if id.domain != unix.AF_UNIX {
+		x.port = ":" + strconv.Itoa(int(id.addr.Port()))
+	}
+	return x, nil
+}
+
+// Fits is Fits for the socket Identify described. A socket on another
+// port or path is told apart without parsing key or building an error
+// message, so that a scan over many sockets stays cheap.
+func (x Identity) Fits(key config.ListenKey) error {
+	unixKey := key.Network == "unix" || key.Network == "unixgram"
+	switch {
+	case unixKey && x.id.domain == unix.AF_UNIX && filepath.Clean(x.id.path) != filepath.Clean(key.Address),
+		!unixKey && x.id.domain != unix.AF_UNIX && !strings.HasSuffix(key.Address, x.port):
+		return errOtherAddress
+	}
+	return x.id.fits(key)
+}
+
+// errOtherAddress is Identity.Fits's answer for a socket on another port
+// or path.
+var errOtherAddress = errors.New("it is a socket on another address")
 
 // Fits reports whether the inherited socket f can serve key; its error
 // says why not, naming what f is. It leaves f as it is.

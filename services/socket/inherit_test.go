@@ -63,6 +63,7 @@ func TestFits(t *testing.T) {
 		{"tcp4", "127.0.0.1:0", k("tcp4", "127.0.0.1:P"), true},
 		{"tcp4", "127.0.0.1:0", k("tcp6", "127.0.0.1:P"), false},
 		{"tcp4", "127.0.0.1:0", k("tcp", "127.0.0.2:P"), false},
+		{"tcp4", "127.0.0.1:0", k("tcp", "127.0.0.1:1P"), false}, // another port, same digits at the end
 		{"tcp4", "127.0.0.1:0", k("udp", "127.0.0.1:P"), false},
 		{"tcp4", "127.0.0.1:0", k("tcp", ":P"), false},
 		{"tcp4", "0.0.0.0:0", k("tcp4", ":P"), true},
@@ -86,6 +87,13 @@ func TestFits(t *testing.T) {
 		key.Address = strings.Replace(key.Address, "P", strconv.Itoa(port), 1)
 		if err := Fits(key, f); (err == nil) != tc.fits {
 			t.Errorf("%s %s for %s: Fits = %v, want fits %v", tc.network, tc.addr, key, err, tc.fits)
+		}
+		id, err := Identify(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := id.Fits(key); (err == nil) != tc.fits {
+			t.Errorf("%s %s for %s: Identity.Fits = %v, want fits %v", tc.network, tc.addr, key, err, tc.fits)
 		}
 	}
 }
