@@ -269,8 +269,10 @@ type predEvent struct {
 // the counts it sends until synced, and opens the gate. It never fails:
 // a handshake that breaks or times out before synced means the old
 // process ended or is stuck, and this one must serve either way.
-func (s *Supervisor) takeOver() {
+func (s *Supervisor) takeOver(ctx context.Context) {
 	p := s.opts.Predecessor
+	// A stop while the old process has not synced yet ends the wait.
+	defer context.AfterFunc(ctx, p.Interrupt)()
 	defer close(s.gate)
 	s.held = make(map[string]*held, len(s.listeners))
 	for key, l := range s.listeners {

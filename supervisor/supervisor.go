@@ -206,7 +206,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.publish()
 	ready := "READY=1\n"
 	if s.opts.Predecessor != nil {
-		s.takeOver()
+		s.takeOver(ctx)
 		// systemd hears from this process from now on.
 		ready = fmt.Sprintf("MAINPID=%d\nREADY=1\n", os.Getpid())
 		if s.opts.Watchdog > 0 {

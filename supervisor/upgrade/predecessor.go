@@ -189,6 +189,10 @@ func (p *Predecessor) Wait(d time.Duration) bool {
 	}
 }
 
+// Interrupt makes a Next under way, and every later one, return a
+// timeout: superd is stopping while it waits for the old process.
+func (p *Predecessor) Interrupt() { p.conn.SetReadDeadline(time.Unix(1, 0)) }
+
 // CloseHandshake ends the handshake (a Next under way returns an error)
 // but keeps the pidfd: the old process may still have to be stopped.
 func (p *Predecessor) CloseHandshake() error { return p.conn.Close() }
