@@ -278,10 +278,11 @@ func (s *Supervisor) takeOver(ctx context.Context) {
 	for key, l := range s.listeners {
 		s.held[key.String()] = &held{l: l, sources: map[netip.Prefix]int{}}
 	}
-	// However the handshake ends, the sockets deferred for wait-mode
-	// handlers are served once the old process says they are free, or
-	// can no longer say.
+	// However the handshake ends, the sockets take this configuration's
+	// settings, and those deferred for wait-mode handlers are served once
+	// the old process says they are free, or can no longer say.
 	defer s.adoptDeferred()
+	defer s.applyAsIs()
 	if err := p.Ready(); err != nil {
 		s.log.Error("takeover_failed", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
 		s.predDone, s.synced = true, true

@@ -103,20 +103,57 @@ type identified struct {
 // (logged). It closes f either way.
 func (s *Supervisor) serveInherited(svc *config.Service, f *os.File) *services.Listener {
 	fd, name := fdOf(f), f.Name()
-	sock, err := socket.FromFile(svc.Listen, f, svc.Backlog, svc.SocketMode) // closes f
+	// Until the old process of an upgrade has handed over, the socket is
+	// still its own as it set it: the backlog, mode and owner of this
+	// configuration wait for synced (takeOver), so that an upgrade that
+	// fails leaves the old process's sockets exactly as they were.
+	asIs := s.opts.Predecessor != nil && !s.synced
+	backlog, mode, as := svc.Backlog, svc.SocketMode, svc
+	if asIs {
+		c := *svc
+		c.Backlog, c.SocketMode, c.SocketOwner = 0, 0, config.SocketOwner{}
+		backlog, mode, as = 0, 0, &c // zero: leave them
+	}
+	sock, err := socket.FromFile(svc.Listen, f, backlog, mode) // closes f
 	if err == nil && s.opts.Predecessor != nil && s.opts.Predecessor.OwnsFile(fd) {
 		sock.RemoveFileOnClose()
 	}
 	if err == nil {
 		var l *services.Listener
-		if l, err = services.ListenOn(svc, sock, s.opts.Runtime, s.log); err == nil {
+		if l, err = services.ListenOn(as, sock, s.opts.Runtime, s.log); err == nil {
 			s.log.Info("adopted", "service", svc.Name, "listen", svc.Listen.String(), "fd", fd, "name", name)
+			if asIs {
+				s.asIs = append(s.asIs, settled{l, svc})
+			}
 			return l
 		}
 	}
 	s.log.Error("adopt_failed", "service", svc.Name, "listen", svc.Listen.String(), "fd", fd, "name", name,
 		"err", err, "doing", "binding the service's own socket")
 	return nil
+}
+
+// settled is a Listener adopted from the old process of an upgrade with
+// the socket as that one set it, and the service whose backlog, mode and
+// owner it takes once the old process has handed over.
+type settled struct {
+	l   *services.Listener
+	svc *config.Service
+}
+
+// applyAsIs gives the Listeners adopted as they were their own settings
+// (backlog, socket mode and owner): the old process has handed over.
+func (s *Supervisor) applyAsIs() {
+	for _, a := range s.asIs {
+		if s.listeners[a.svc.Listen] != a.l {
+			continue
+		}
+		if err := a.l.Update(a.svc); err != nil {
+			s.log.Error("update_failed", "service", a.svc.Name, "listen", a.svc.Listen.String(), "err", err,
+				"keeping", "the socket's backlog, mode and owner as the old process set them")
+		}
+	}
+	s.asIs = nil
 }
 
 // waitHeld reports whether a wait-mode handler of the old process of

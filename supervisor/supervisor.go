@@ -121,6 +121,9 @@ type Supervisor struct {
 	heldWait   map[string]bool
 	deferred   map[config.ListenKey]*os.File
 	waitLogged map[config.ListenKey]bool // waiting_for_old_handler said
+	// asIs are the Listeners adopted before synced, whose settings
+	// wait for it (see serveInherited).
+	asIs []settled
 	// releasers are the old process's goroutines that tell the new one
 	// when a wait-mode handler has exited; releaseStop ends them.
 	releasers   sync.WaitGroup

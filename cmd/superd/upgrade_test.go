@@ -449,19 +449,22 @@ func TestUpgradeStopEndsOldHandlers(t *testing.T) {
 
 // TestUpgradeUnixSocket: a unix socket superd bound keeps its file
 // across an upgrade (the old process must not remove it under the new
-// one), and the new process removes it when it stops, as the old one
-// would have.
+// one), takes the new configuration's socket_mode once the old process
+// has handed over, and the new process removes it when it stops, as the
+// old one would have.
 func TestUpgradeUnixSocket(t *testing.T) {
 	skipIfShort(t, "upgrade with a unix socket")
 	d := newDaemon(t, "")
 	path := filepath.Join(d.dir, "cat.sock")
-	d.writeConfig(fmt.Sprintf(`
+	config := `
 [services.cat]
 protocol = "unix"
 address = %q
+socket_mode = %q
 path = "/bin/cat"
 user = "root"
-`, path))
+`
+	d.writeConfig(fmt.Sprintf(config, path, "0666"))
 	d.start()
 	d.waitNotify("READY=1")
 	ask := func() {
@@ -479,13 +482,29 @@ user = "root"
 		}
 	}
 	ask()
+	mode := func() os.FileMode {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode().Perm()
+	}
+	if m := mode(); m != 0o666 {
+		t.Fatalf("socket mode %v before the upgrade, want 0666", m)
+	}
+	d.writeConfig(fmt.Sprintf(config, path, "0600"))
 	oldPid := d.pid()
 	syscall.Kill(oldPid, syscall.SIGUSR2)
 	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
 	newPid, _ := strconv.Atoi(m[1])
 	stopOnCleanup(t, newPid)
+	d.waitLogN(`event=ready `, 2) // the new process says it after took_over
 	if !waitPidExit(t, oldPid) {
 		t.Fatal("the old superd did not exit")
+	}
+	if m := mode(); m != 0o600 {
+		t.Errorf("socket mode %v after the upgrade, want the new configuration's 0600", m)
 	}
 	ask()
 	syscall.Kill(newPid, syscall.SIGTERM)
