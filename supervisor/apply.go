@@ -184,7 +184,7 @@ func (s *Supervisor) closeListener(key config.ListenKey) {
 
 // postpone schedules another bind attempt for svc after delay.
 func (s *Supervisor) postpone(svc *config.Service, delay time.Duration, now time.Time) {
-	if _, ok := s.deferred[svc.Listen]; ok && s.waitHeld(svc.Listen) {
+	if d, ok := s.deferred[svc.Listen]; ok && s.waitHeld(d.fd) {
 		// No retry: adoptDeferred binds it when the old process says.
 		// adoptDeferred logs the wait, once the old process has said
 		// which sockets its handlers hold.

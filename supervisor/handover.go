@@ -65,7 +65,7 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 	case s.upgrading:
 		s.log.Warn("upgrade_refused", "reason", "an upgrade is under way")
 		return
-	case s.opts.Predecessor != nil && s.opts.Predecessor.Running():
+	case s.opts.Predecessor != nil && (s.opts.Predecessor.Running() || !s.predDone || len(s.deferred) > 0):
 		s.log.Warn("upgrade_refused", "reason", fmt.Sprintf("the old process of the last upgrade (pid %d) still has handlers: try again once it has exited", s.opts.Predecessor.Pid))
 		return
 	case up == nil || up.Path == "":
@@ -85,12 +85,13 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 			return
 		}
 	}
-	files, owned, err := s.handoverFiles()
+	files, owned, fds, err := s.handoverFiles()
 	if err != nil {
 		s.log.Error("upgrade_failed", "reason", err.Error(), "keeping", "this process, serving as before")
 		return
 	}
 	s.upgrading = true
+	s.passedFD = fds
 	s.log.Info("upgrading", "path", up.Path, "sockets", len(files), "timeout", s.cfg.Global.UpgradeTimeout)
 	spec := upgrade.Spec{Path: up.Path, Argv: up.Argv, Env: os.Environ(), Files: files, Owned: owned, Timeout: s.cfg.Global.UpgradeTimeout}
 	go func() {
@@ -102,28 +103,31 @@ func (s *Supervisor) startUpgrade(ctx context.Context) {
 
 // handoverFiles duplicates every bound socket, named after its service,
 // and main's; owned are the indexes of the unix sockets whose file this
-// process would remove.
-func (s *Supervisor) handoverFiles() (files []*os.File, owned []int, err error) {
-	for _, l := range s.listeners {
+// process would remove, and fds the descriptor each Listener's socket
+// is passed on, which the handshake names it by.
+func (s *Supervisor) handoverFiles() (files []*os.File, owned []int, fds map[config.ListenKey]int, err error) {
+	fds = make(map[config.ListenKey]int, len(s.listeners))
+	for key, l := range s.listeners {
 		f, err := l.File()
 		if err != nil {
 			closeFiles(files)
-			return nil, nil, fmt.Errorf("service %q: %w", l.Name(), err)
+			return nil, nil, nil, fmt.Errorf("service %q: %w", l.Name(), err)
 		}
 		if l.RemovesFile() {
 			owned = append(owned, len(files))
 		}
+		fds[key] = 3 + len(files)
 		files = append(files, f)
 	}
 	if more := s.opts.Upgrade.Files; more != nil {
 		extra, err := more()
 		if err != nil {
 			closeFiles(files)
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		files = append(files, extra...)
 	}
-	return files, owned, nil
+	return files, owned, fds, nil
 }
 
 func closeFiles(files []*os.File) {
@@ -173,18 +177,23 @@ func (s *Supervisor) handover(succ *upgrade.Successor) {
 		if err := l.Drain(); err != nil {
 			s.log.Warn("drain_failed", "service", l.Name(), "err", err)
 		}
-		name := key.String()
+		// Reloads and bind retries wait while an upgrade is under way,
+		// so every Listener's socket was passed.
+		fd, ok := s.passedFD[key]
+		if !ok {
+			continue
+		}
 		l.Observe(func(c admit.Change) {
-			succ.Send(upgrade.Change{Listen: name, Slots: c.Slots, Source: c.Source, Sources: c.Sources})
+			succ.Send(upgrade.Change{FD: fd, Slots: c.Slots, Source: c.Source, Sources: c.Sources})
 		})
 		if exited := l.WaitHandler(); exited != nil {
-			succ.Send(upgrade.Change{Listen: name, Held: true})
+			succ.Send(upgrade.Change{FD: fd, Held: true})
 			s.releasers.Add(1)
 			go func() {
 				defer s.releasers.Done()
 				select {
 				case <-exited:
-					succ.Send(upgrade.Change{Listen: name, Released: true})
+					succ.Send(upgrade.Change{FD: fd, Released: true})
 				case <-s.releaseStop:
 				}
 			}()
@@ -249,11 +258,12 @@ func (s *Supervisor) drain(ctx context.Context, succ *upgrade.Successor) error {
 	}
 }
 
-// held is what the old process's clients hold of one of this process's
-// Listeners, as far as the old one has told: what takeOver gave the
-// Listener, and gives back when the old process has ended.
+// held is what the old process's clients hold of one socket it passed,
+// as far as it has told: counted from the start, given to the socket's
+// Listener once that is made (adopted), and given back when the old
+// process has ended.
 type held struct {
-	l       *services.Listener
+	l       *services.Listener // nil until adopted
 	slots   int
 	sources map[netip.Prefix]int
 }
@@ -274,15 +284,10 @@ func (s *Supervisor) takeOver(ctx context.Context) {
 	// A stop while the old process has not synced yet ends the wait.
 	defer context.AfterFunc(ctx, p.Interrupt)()
 	defer close(s.gate)
-	s.held = make(map[string]*held, len(s.listeners))
-	for key, l := range s.listeners {
-		s.held[key.String()] = &held{l: l, sources: map[netip.Prefix]int{}}
-	}
-	// However the handshake ends, the sockets take this configuration's
-	// settings, and those deferred for wait-mode handlers are served once
-	// the old process says they are free, or can no longer say.
+	// However the handshake ends, the old process's sockets are adopted
+	// then: the old one has stopped taking clients, or can no longer
+	// say; those a wait-mode handler holds wait for its exit.
 	defer s.adoptDeferred()
-	defer s.applyAsIs()
 	if err := p.Ready(); err != nil {
 		s.log.Error("takeover_failed", "old_pid", p.Pid, "err", err, "doing", "serving without the old process's counts")
 		s.predDone, s.synced = true, true
@@ -352,43 +357,63 @@ func (s *Supervisor) predecessorEvent(ev predEvent) {
 func (s *Supervisor) hold(c upgrade.Change) {
 	switch {
 	case c.Held:
-		s.heldWait[c.Listen] = true
+		s.heldWait[c.FD] = true
 		return
 	case c.Released:
-		delete(s.heldWait, c.Listen)
+		delete(s.heldWait, c.FD)
 		if s.synced {
 			s.adoptDeferred()
 		}
 		return
 	}
-	h := s.held[c.Listen]
+	h := s.held[c.FD]
 	if h == nil {
-		return // a socket this configuration does not serve
+		h = &held{sources: map[netip.Prefix]int{}}
+		s.held[c.FD] = h
 	}
-	if s.listeners[h.l.Key()] != h.l {
-		delete(s.held, c.Listen)
-		return
-	}
-	h.l.Hold(admit.Change{Slots: c.Slots, Source: c.Source, Sources: c.Sources})
 	h.slots += c.Slots
 	if c.Source.IsValid() {
 		if h.sources[c.Source] += c.Sources; h.sources[c.Source] == 0 {
 			delete(h.sources, c.Source)
 		}
 	}
+	if s.live(h) {
+		h.l.Hold(admit.Change{Slots: c.Slots, Source: c.Source, Sources: c.Sources})
+	}
+}
+
+// live reports whether h's Listener is still the one serving its
+// socket: a reload that closed it closed its counts too.
+func (s *Supervisor) live(h *held) bool { return h.l != nil && s.listeners[h.l.Key()] == h.l }
+
+// adopted gives l, just made on the socket passed on fd, what the old
+// process's clients hold of it so far.
+func (s *Supervisor) adopted(fd int, l *services.Listener) {
+	h := s.held[fd]
+	if h == nil {
+		h = &held{sources: map[netip.Prefix]int{}}
+		s.held[fd] = h
+	}
+	h.l = l
+	if h.slots != 0 {
+		l.Hold(admit.Change{Slots: h.slots})
+	}
+	for src, n := range h.sources {
+		l.Hold(admit.Change{Source: src, Sources: n})
+	}
 }
 
 // releaseHeld gives back what the old process's clients still hold: it
 // has ended, or can no longer tell.
 func (s *Supervisor) releaseHeld() {
-	for name, h := range s.held {
-		if s.listeners[h.l.Key()] == h.l {
+	for fd, h := range s.held {
+		if s.live(h) {
 			h.l.Hold(admit.Change{Slots: -h.slots})
 			for src, n := range h.sources {
 				h.l.Hold(admit.Change{Source: src, Sources: -n})
 			}
 		}
-		delete(s.held, name)
+		delete(s.held, fd)
 	}
 }
 

@@ -19,26 +19,38 @@ import (
 // and svc binds its own socket. Only Run's first apply has inherited
 // sockets; a reload binds.
 //
-// After an upgrade, a wait-mode service's socket is deferred (true)
-// rather than adopted until the old process has said that none of its
-// wait-mode handlers holds it (see deferred).
+// After an upgrade, a socket of the old process is deferred (true)
+// rather than adopted until the old process has stopped taking clients
+// and none of its wait-mode handlers holds the socket (see deferred):
+// adopting makes the shared socket non-blocking, and sets this
+// configuration's backlog, mode and owner on it.
 func (s *Supervisor) adopt(svc *config.Service) (l *services.Listener, deferred bool) {
-	f, ok := s.deferred[svc.Listen]
+	d, ok := s.deferred[svc.Listen]
 	switch {
-	case ok && s.waitHeld(svc.Listen):
+	case ok && s.waitHeld(d.fd):
 		return nil, true
 	case ok:
 		delete(s.deferred, svc.Listen)
 	default:
-		if f = s.takeInherited(svc); f == nil {
+		f := s.takeInherited(svc)
+		if f == nil {
 			return nil, false
 		}
-		if s.opts.Predecessor != nil && services.ModeOf(svc) == services.ModeWait && s.waitHeld(svc.Listen) {
-			s.deferred[svc.Listen] = f
+		d = deferredSocket{f: f, fd: fdOf(f)}
+		if s.opts.Predecessor != nil && s.waitHeld(d.fd) {
+			s.deferred[svc.Listen] = d
 			return nil, true
 		}
 	}
-	return s.serveInherited(svc, f), false
+	return s.serveInherited(svc, d.f), false
+}
+
+// deferredSocket is a socket of the old process of an upgrade not
+// adopted yet, and the descriptor it was passed on, which the handshake
+// names it by.
+type deferredSocket struct {
+	f  *os.File
+	fd int
 }
 
 // takeInherited takes the inherited socket meant for svc out of
@@ -103,27 +115,16 @@ type identified struct {
 // (logged). It closes f either way.
 func (s *Supervisor) serveInherited(svc *config.Service, f *os.File) *services.Listener {
 	fd, name := fdOf(f), f.Name()
-	// Until the old process of an upgrade has handed over, the socket is
-	// still its own as it set it: the backlog, mode and owner of this
-	// configuration wait for synced (takeOver), so that an upgrade that
-	// fails leaves the old process's sockets exactly as they were.
-	asIs := s.opts.Predecessor != nil && !s.synced
-	backlog, mode, as := svc.Backlog, svc.SocketMode, svc
-	if asIs {
-		c := *svc
-		c.Backlog, c.SocketMode, c.SocketOwner = 0, 0, config.SocketOwner{}
-		backlog, mode, as = 0, 0, &c // zero: leave them
-	}
-	sock, err := socket.FromFile(svc.Listen, f, backlog, mode) // closes f
+	sock, err := socket.FromFile(svc.Listen, f, svc.Backlog, svc.SocketMode) // closes f
 	if err == nil && s.opts.Predecessor != nil && s.opts.Predecessor.OwnsFile(fd) {
 		sock.RemoveFileOnClose()
 	}
 	if err == nil {
 		var l *services.Listener
-		if l, err = services.ListenOn(as, sock, s.opts.Runtime, s.log); err == nil {
+		if l, err = services.ListenOn(svc, sock, s.opts.Runtime, s.log); err == nil {
 			s.log.Info("adopted", "service", svc.Name, "listen", svc.Listen.String(), "fd", fd, "name", name)
-			if asIs {
-				s.asIs = append(s.asIs, settled{l, svc})
+			if s.opts.Predecessor != nil {
+				s.adopted(fd, l)
 			}
 			return l
 		}
@@ -133,71 +134,57 @@ func (s *Supervisor) serveInherited(svc *config.Service, f *os.File) *services.L
 	return nil
 }
 
-// settled is a Listener adopted from the old process of an upgrade with
-// the socket as that one set it, and the service whose backlog, mode and
-// owner it takes once the old process has handed over.
-type settled struct {
-	l   *services.Listener
-	svc *config.Service
+// waitHeld reports whether the old process of an upgrade may still use
+// the socket it passed on fd: until it has sent its counts (synced) it
+// takes clients on all of them; after, a wait-mode handler of it holds
+// those it named, until it says they have exited or it has ended.
+func (s *Supervisor) waitHeld(fd int) bool {
+	return !s.synced || s.heldWait[fd]
 }
 
-// applyAsIs gives the Listeners adopted as they were their own settings
-// (backlog, socket mode and owner): the old process has handed over.
-func (s *Supervisor) applyAsIs() {
-	for _, a := range s.asIs {
-		if s.listeners[a.svc.Listen] != a.l {
-			continue
-		}
-		if err := a.l.Update(a.svc); err != nil {
-			s.log.Error("update_failed", "service", a.svc.Name, "listen", a.svc.Listen.String(), "err", err,
-				"keeping", "the socket's backlog, mode and owner as the old process set them")
-		}
-	}
-	s.asIs = nil
-}
-
-// waitHeld reports whether a wait-mode handler of the old process of
-// an upgrade may hold the socket of key: until the old process has sent
-// its counts (synced), any may; after, those it named, until it says
-// they have exited or it has ended.
-func (s *Supervisor) waitHeld(key config.ListenKey) bool {
-	return !s.synced || s.heldWait[key.String()]
-}
-
-// adoptDeferred serves the deferred sockets that no wait-mode handler of
-// the old process holds any more, on the services waiting for them, and
-// closes those no service wants now (a reload removed it meanwhile).
+// adoptDeferred serves the deferred sockets that the old process no
+// longer uses, on the services waiting for them, and closes those no
+// service wants now (a reload removed it meanwhile); the binds that
+// such a socket blocked are tried again at once.
 func (s *Supervisor) adoptDeferred() {
 	now := time.Now()
-	for key, f := range s.deferred {
-		if s.waitHeld(key) {
+	waiting := make(map[config.ListenKey]string, len(s.deferred))
+	for name, p := range s.pending {
+		if _, ok := s.deferred[p.svc.Listen]; ok {
+			waiting[p.svc.Listen] = name
+		}
+	}
+	closed := false
+	for key, d := range s.deferred {
+		name, ok := waiting[key]
+		if s.waitHeld(d.fd) {
 			if s.synced && !s.waitLogged[key] {
 				s.waitLogged[key] = true
-				name := ""
-				for _, p := range s.pending {
-					if p.svc.Listen == key {
-						name = p.svc.Name
-					}
-				}
 				s.log.Info("waiting_for_old_handler", "service", name, "listen", key.String(),
 					"note", "a wait-mode handler of the old superd holds the socket: it is served once that one has exited")
 			}
 			continue
 		}
-		for name, p := range s.pending {
-			if p.svc.Listen != key {
-				continue
-			}
+		if ok {
+			p := s.pending[name]
 			delete(s.pending, name)
 			if s.bind(p.svc) == nil {
 				s.postpone(p.svc, firstRetry, now)
 			}
-			break
 		}
-		if s.deferred[key] == f {
+		if cur, ok := s.deferred[key]; ok && cur == d {
 			delete(s.deferred, key)
-			s.log.Warn("inherited_unused", "fd", fdOf(f), "name", f.Name(), "note", "no service fits it: closed")
-			f.Close()
+			s.log.Warn("inherited_unused", "fd", d.fd, "name", d.f.Name(), "note", "no service fits it: closed")
+			d.f.Close()
+			closed = true
+		}
+	}
+	if closed {
+		// A bind may have failed on the socket just closed.
+		for _, p := range s.pending {
+			if _, ok := s.deferred[p.svc.Listen]; !ok {
+				p.next = now
+			}
 		}
 	}
 	s.armRetry()

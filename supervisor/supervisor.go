@@ -107,7 +107,7 @@ type Supervisor struct {
 	// until readerStop. predDone is set once the old process has ended
 	// or can no longer tell.
 	gate       chan struct{}
-	held       map[string]*held
+	held       map[int]*held // by the descriptor each socket was passed on
 	predC      chan predEvent
 	readerStop chan struct{}
 	readerDone chan struct{}
@@ -118,12 +118,12 @@ type Supervisor struct {
 	// adopted yet: adopting makes a socket non-blocking, under a handler
 	// that may block on it.
 	synced     bool
-	heldWait   map[string]bool
-	deferred   map[config.ListenKey]*os.File
+	heldWait   map[int]bool
+	deferred   map[config.ListenKey]deferredSocket
 	waitLogged map[config.ListenKey]bool // waiting_for_old_handler said
-	// asIs are the Listeners adopted before synced, whose settings
-	// wait for it (see serveInherited).
-	asIs []settled
+	// passedFD is, during the old process's upgrade, the descriptor each
+	// Listener's socket was passed to the new process on.
+	passedFD map[config.ListenKey]int
 	// releasers are the old process's goroutines that tell the new one
 	// when a wait-mode handler has exited; releaseStop ends them.
 	releasers   sync.WaitGroup
@@ -162,8 +162,9 @@ func New(cfg *config.Config, opts Options) *Supervisor {
 		readerStop:  make(chan struct{}),
 		predDone:    opts.Predecessor == nil,
 		synced:      opts.Predecessor == nil,
-		heldWait:    make(map[string]bool),
-		deferred:    make(map[config.ListenKey]*os.File),
+		held:        make(map[int]*held),
+		heldWait:    make(map[int]bool),
+		deferred:    make(map[config.ListenKey]deferredSocket),
 		waitLogged:  make(map[config.ListenKey]bool),
 		releaseStop: make(chan struct{}),
 	}
@@ -234,9 +235,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		// A reload waits while an upgrade is under way: the new process
 		// gets the sockets as they were when it started.
-		reloadC := s.reloadC
+		reloadC, retryC := s.reloadC, s.retry.C
 		if s.upgrading {
-			reloadC = nil
+			// Bind retries too: every Listener's socket goes to the new
+			// process as it is when the upgrade starts.
+			reloadC, retryC = nil, nil
 		}
 		select {
 		case <-reloadC:
@@ -263,7 +266,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.opts.Notify("WATCHDOG=1")
 		case <-orphans:
 			s.opts.Runtime.Procs.ReapOrphans()
-		case <-s.retry.C:
+		case <-retryC:
 			s.retryBinds(time.Now())
 		}
 	}
@@ -393,8 +396,8 @@ func (s *Supervisor) shutdown() error {
 		s.upgrading = false
 	}
 	stopped := s.stopPredecessor()
-	for key, f := range s.deferred {
-		f.Close()
+	for key, d := range s.deferred {
+		d.f.Close()
 		delete(s.deferred, key)
 	}
 	for key, l := range s.listeners {

@@ -518,56 +518,70 @@ user = "root"
 
 // TestUpgradeWaitHandler: a wait-mode handler of the old process that
 // blocks in accept keeps serving across the upgrade (the new process
-// does not make the shared socket non-blocking under it); once it has
-// exited, the new process adopts the socket and starts its own.
+// does not make the shared socket non-blocking under it), also when the
+// new configuration makes the service nowait; once it has exited, the
+// new process adopts the socket and serves it its way.
 func TestUpgradeWaitHandler(t *testing.T) {
 	skipIfShort(t, "upgrade with a wait-mode handler")
-	port := testkit.FreePort(t, "tcp")
-	d := startDaemon(t, fmt.Sprintf(`
+	const config = `
 [services.acceptor]
 port = %d
 address = "127.0.0.1"
-wait = true
 user = "root"
-path = "%%HELPER%%"
-args = ["accept-loop"]
-`, port))
-	ask := func(line string) string {
-		t.Helper()
-		c := dial(t, port)
-		defer c.Close()
-		got, err := exchange(c, line, time.Now().Add(testkit.Timeout))
-		if err != nil {
-			t.Fatalf("%q: %v", line, err)
-		}
-		return got
-	}
-	first := ask("hello\n")
-	if !strings.HasPrefix(first, "accepted by ") {
-		t.Fatalf("wait handler said %q", first)
-	}
-	oldPid := d.pid()
-	syscall.Kill(oldPid, syscall.SIGUSR2)
-	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
-	newPid, _ := strconv.Atoi(m[1])
-	stopOnCleanup(t, newPid)
-	d.waitLog(`event=waiting_for_old_handler service=acceptor `)
-	d.waitLog(`event=took_over `)
-	// The old handler still accepts, blocking: no EAGAIN under it.
-	for i := range 5 {
-		if got := ask(fmt.Sprintf("after %d\n", i)); got != first {
-			t.Fatalf("after the upgrade: %q, want the old handler's %q", got, first)
-		}
-	}
-	if got := ask("quit\n"); got != first {
-		t.Fatalf("quit answered %q", got)
-	}
-	d.waitLog(`service=acceptor event=exit pid=\d+ status=0 `)
-	d.waitLog(`event=adopted service=acceptor `)
-	if got := ask("new\n"); !strings.HasPrefix(got, "accepted by ") || got == first {
-		t.Errorf("after the old handler exited: %q, want a new handler's", got)
-	}
-	if !waitPidExit(t, oldPid) {
-		t.Error("the old superd did not exit after its handler")
+%s
+`
+	const wait = `wait = true
+path = "%HELPER%"
+args = ["accept-loop"]`
+	for _, tc := range []struct {
+		name, next string
+		served     func(got, first string) bool
+	}{
+		{"still wait", wait, func(got, first string) bool { return strings.HasPrefix(got, "accepted by ") && got != first }},
+		{"now nowait", `path = "/bin/cat"`, func(got, _ string) bool { return got == "new\n" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := testkit.FreePort(t, "tcp")
+			d := startDaemon(t, fmt.Sprintf(config, port, wait))
+			ask := func(line string) string {
+				t.Helper()
+				c := dial(t, port)
+				defer c.Close()
+				got, err := exchange(c, line, time.Now().Add(testkit.Timeout))
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				return got
+			}
+			first := ask("hello\n")
+			if !strings.HasPrefix(first, "accepted by ") {
+				t.Fatalf("wait handler said %q", first)
+			}
+			d.writeConfig(fmt.Sprintf(config, port, tc.next))
+			oldPid := d.pid()
+			syscall.Kill(oldPid, syscall.SIGUSR2)
+			m := d.waitLog(`event=upgraded new_pid=(\d+) `)
+			newPid, _ := strconv.Atoi(m[1])
+			stopOnCleanup(t, newPid)
+			d.waitLog(`event=took_over `)
+			d.waitLog(`event=waiting_for_old_handler service=acceptor `)
+			// The old handler still accepts, blocking: no EAGAIN under it.
+			for i := range 5 {
+				if got := ask(fmt.Sprintf("after %d\n", i)); got != first {
+					t.Fatalf("after the upgrade: %q, want the old handler's %q", got, first)
+				}
+			}
+			if got := ask("quit\n"); got != first {
+				t.Fatalf("quit answered %q", got)
+			}
+			d.waitLog(`service=acceptor event=exit pid=\d+ status=0 `)
+			d.waitLog(`event=adopted service=acceptor `)
+			if got := ask("new\n"); !tc.served(got, first) {
+				t.Errorf("after the old handler exited: %q, want the new process's", got)
+			}
+			if !waitPidExit(t, oldPid) {
+				t.Error("the old superd did not exit after its handler")
+			}
+		})
 	}
 }

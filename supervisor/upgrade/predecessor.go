@@ -29,6 +29,11 @@ type Predecessor struct {
 	conn net.Conn
 	r    *bufio.Reader
 
+	// readMu makes Interrupt and the deadline Next sets one step each,
+	// so that an Interrupt is never overwritten by a later Next.
+	readMu      sync.Mutex
+	interrupted bool
+
 	mu    sync.Mutex // guards pidfd against Close
 	pidfd int        // -1 when it could not be opened, or after Close
 	// owned holds the descriptors (as passed) of the unix sockets whose
@@ -115,7 +120,12 @@ func (p *Predecessor) Ready() error {
 // error ends the handshake: io.EOF when the old process closed it (its
 // clients have all ended), a timeout, or a message it cannot read.
 func (p *Predecessor) Next(deadline time.Time) (c Change, synced bool, err error) {
+	p.readMu.Lock()
+	if p.interrupted {
+		deadline = time.Unix(1, 0)
+	}
 	p.conn.SetReadDeadline(deadline)
+	p.readMu.Unlock()
 	line, err := p.r.ReadBytes('\n')
 	if err != nil {
 		return Change{}, false, err
@@ -127,7 +137,7 @@ func (p *Predecessor) Next(deadline time.Time) (c Change, synced bool, err error
 	if m.Synced {
 		return Change{}, true, nil
 	}
-	c = Change{Listen: m.Listen, Slots: m.Slots, Held: m.Held, Released: m.Released}
+	c = Change{FD: m.FD, Slots: m.Slots, Held: m.Held, Released: m.Released}
 	if m.Source != "" {
 		if c.Source, err = netip.ParsePrefix(m.Source); err != nil {
 			return Change{}, false, fmt.Errorf("the old superd (pid %d) sent source %q: %w", p.Pid, m.Source, err)
@@ -191,7 +201,12 @@ func (p *Predecessor) Wait(d time.Duration) bool {
 
 // Interrupt makes a Next under way, and every later one, return a
 // timeout: superd is stopping while it waits for the old process.
-func (p *Predecessor) Interrupt() { p.conn.SetReadDeadline(time.Unix(1, 0)) }
+func (p *Predecessor) Interrupt() {
+	p.readMu.Lock()
+	defer p.readMu.Unlock()
+	p.interrupted = true
+	p.conn.SetReadDeadline(time.Unix(1, 0))
+}
 
 // CloseHandshake ends the handshake (a Next under way returns an error)
 // but keeps the pidfd: the old process may still have to be stopped.

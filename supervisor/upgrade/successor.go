@@ -226,7 +226,7 @@ func (s *Successor) fail(p *os.Process, err error) error {
 // Send queues c for the new process. It never blocks: it is called
 // with an admission state's lock held.
 func (s *Successor) Send(c Change) {
-	m := message{Listen: c.Listen, Slots: c.Slots, Held: c.Held, Released: c.Released}
+	m := message{FD: c.FD, Slots: c.Slots, Held: c.Held, Released: c.Released}
 	if c.Source.IsValid() {
 		m.Source, m.Sources = c.Source.String(), c.Sources
 	}

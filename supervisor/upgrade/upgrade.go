@@ -40,16 +40,18 @@ type message struct {
 	Ready bool `json:"ready,omitempty"`
 	// Pid is the new process's, with Ready.
 	Pid int `json:"pid,omitempty"`
-	// Listen names the socket a count is of: config.ListenKey.String().
-	Listen string `json:"listen,omitempty"`
+	// FD names the socket a message is of: the descriptor it was passed
+	// on to the new process (3, 4, …), which identifies it in both
+	// processes whatever their configurations call it.
+	FD int `json:"fd,omitempty"`
 	// Slots is a change to the instance slots the old process's clients
-	// hold on Listen.
+	// hold on FD.
 	Slots int `json:"slots,omitempty"`
 	// Source and Sources are a change to the per_source places they hold.
 	Source  string `json:"source,omitempty"`
 	Sources int    `json:"sources,omitempty"`
 	// Held (old to new) says a wait-mode handler of the old process
-	// holds the socket Listen, Released that it has exited: the new
+	// holds the socket FD, Released that it has exited: the new
 	// process adopts that socket only then.
 	Held     bool `json:"held,omitempty"`
 	Released bool `json:"released,omitempty"`
@@ -61,8 +63,8 @@ type message struct {
 // Change is a change to the counts the old process's clients hold on one
 // socket, as the new process applies it.
 type Change struct {
-	// Listen is the socket's identity, config.ListenKey.String().
-	Listen string
+	// FD is the socket: the descriptor it was passed on (see message).
+	FD int
 	// Slots is the change to the instance slots.
 	Slots int
 	// Source, when valid, is the source whose per_source places change
@@ -70,7 +72,7 @@ type Change struct {
 	Source  netip.Prefix
 	Sources int
 	// Held and Released: a wait-mode handler of the old process holds
-	// the socket Listen, or has exited (see message).
+	// the socket FD, or has exited (see message).
 	Held, Released bool
 }
 
