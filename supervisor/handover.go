@@ -141,6 +141,7 @@ func closeFiles(files []*os.File) {
 func (s *Supervisor) finishUpgrade(r upgradeResult) *upgrade.Successor {
 	s.upgrading = false
 	if r.err != nil {
+		s.passedFD = nil
 		s.log.Error("upgrade_failed", "reason", r.err.Error(), "keeping", "this process, serving as before")
 		return nil
 	}

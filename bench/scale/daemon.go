@@ -241,13 +241,6 @@ func (d *daemon) waitMark(substr string, from int, within time.Duration) (mark, 
 	return m, err
 }
 
-// exitCount is the number of handler exits logged so far.
-func (d *daemon) exitCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.exits
-}
-
 // waitExits waits until n handler exits have been logged in all.
 func (d *daemon) waitExits(n int, within time.Duration) error {
 	return d.waitFor(fmt.Sprintf("%d handler exits", n), within, func() bool { return d.exits >= n })

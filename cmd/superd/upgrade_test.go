@@ -280,7 +280,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	// The old session holds the only instance: a second session waits
 	// in the new process until it ends.
 	sess2 := dial(t, sessPort)
-	d.waitValue(1, "superd_admission_waits_total", "service", "session", "reason", "instances")
+	d.waitInstancesHeld("session")
 	if !running(oldPid) {
 		t.Fatal("the old superd exited while its session still runs")
 	}
@@ -301,6 +301,21 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	if !running(newPid) {
 		t.Error("the new superd is not running")
+	}
+}
+
+// waitInstancesHeld waits until the new process of an upgrade defers
+// clients of service for want of an instance slot, and checks that it
+// has accepted none: the old process's client holds the only slot. (A
+// new process that did not count it would accept one client and only
+// then wait, so the wait alone proves nothing.)
+func (d *metricsDaemon) waitInstancesHeld(service string) {
+	d.t.Helper()
+	d.waitValue(1, "superd_admission_waits_total", "service", service, "reason", "instances")
+	if f := d.scrape(); f.Has("superd_connections_accepted_total", "service", service) {
+		if n := f.Value(d.t, "superd_connections_accepted_total", "service", service); n != 0 {
+			d.t.Errorf("the new process accepted %v clients of %s while the old one's held the only instance", n, service)
+		}
 	}
 }
 
@@ -583,5 +598,78 @@ args = ["accept-loop"]`
 				t.Error("the old superd did not exit after its handler")
 			}
 		})
+	}
+}
+
+// TestUpgradeLimitsAcrossRespelledKey: the handshake names sockets by
+// the descriptor they were passed on, so instances still counts the old
+// process's session when the new configuration spells the same socket
+// differently (tcp4 then tcp, both on 127.0.0.1).
+func TestUpgradeLimitsAcrossRespelledKey(t *testing.T) {
+	skipIfShort(t, "upgrade limits")
+	port := testkit.FreePort(t, "tcp")
+	const config = `
+[superd]
+metrics = "127.0.0.1:0"
+
+[services.session]
+protocol = %q
+address = "127.0.0.1"
+port = %d
+user = "root"
+path = "/bin/sh"
+args = ["-c", 'echo started; read x; echo "finished $x"']
+instances = 1
+`
+	d := startMetricsDaemon(t, fmt.Sprintf(config, "tcp4", port))
+	sess := dial(t, port)
+	sr := bufio.NewReader(sess)
+	if got := readLine(t, sr, sess); got != "started\n" {
+		t.Fatalf("session said %q", got)
+	}
+	d.writeConfig(fmt.Sprintf(config, "tcp", port))
+	oldPid := d.pid()
+	syscall.Kill(oldPid, syscall.SIGUSR2)
+	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
+	newPid, _ := strconv.Atoi(m[1])
+	stopOnCleanup(t, newPid)
+	d.waitLog(fmt.Sprintf(`event=took_over old_pid=%d old_clients=1`, oldPid))
+	sess2 := dial(t, port)
+	d.waitInstancesHeld("session")
+	fmt.Fprintln(sess, "bye")
+	if got := readLine(t, sr, sess); got != "finished bye\n" {
+		t.Errorf("old session ended with %q", got)
+	}
+	if got := readLine(t, bufio.NewReader(sess2), sess2); got != "started\n" {
+		t.Errorf("second session said %q", got)
+	}
+}
+
+// TestUpgradeWatchdog: under systemd's watchdog the handover pings it
+// from both sides, so that the new process's first regular ping (half
+// WatchdogSec after its start) cannot come too late: the old process
+// with its MAINPID=, the new one with its READY=1.
+func TestUpgradeWatchdog(t *testing.T) {
+	skipIfShort(t, "upgrade with the watchdog")
+	port := testkit.FreePort(t, "tcp")
+	d := newDaemon(t, fmt.Sprintf(`
+[services.echo]
+builtin = "echo"
+address = "127.0.0.1"
+port = %d
+`, port))
+	// An hour: no regular ping comes during the test.
+	d.env = append(d.env, "WATCHDOG_USEC=3600000000")
+	d.start()
+	d.waitNotify("READY=1")
+	syscall.Kill(d.pid(), syscall.SIGUSR2)
+	m := d.waitLog(`event=upgraded new_pid=(\d+) `)
+	newPid, _ := strconv.Atoi(m[1])
+	stopOnCleanup(t, newPid)
+	if note := d.waitNotify("MAINPID="); note != fmt.Sprintf("WATCHDOG=1\nMAINPID=%d", newPid) {
+		t.Errorf("sd_notify at the handover: %q", note)
+	}
+	if note := d.waitNotify("MAINPID="); !strings.Contains(note, "READY=1\nWATCHDOG=1\n") {
+		t.Errorf("sd_notify of the new process: %q, want READY=1 and WATCHDOG=1", note)
 	}
 }

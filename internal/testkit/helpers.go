@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"syscall"
-	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,14 +71,6 @@ func (h *Helpers) Dispatch() {
 		syscall.Exit(2)
 	}
 	syscall.Exit(fn(os.Args[2:]))
-}
-
-// Main is a whole TestMain for packages that need nothing else: it
-// dispatches a helper (see Dispatch), or runs the tests and exits with
-// their status.
-func (h *Helpers) Main(m *testing.M) {
-	h.Dispatch()
-	os.Exit(m.Run())
 }
 
 // Cmd returns the program and the argument vector (argv[0] included)

@@ -1,13 +1,19 @@
 package upgrade
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/superd/superd/internal/testkit"
 )
 
 // TestChildEnv: the new process gets the old one's environment without
@@ -79,5 +85,29 @@ func TestFDNamesTooLong(t *testing.T) {
 	}
 	if got := joinFDNames(slices.Clone(names[:2])); got != names[0]+":"+names[1] {
 		t.Errorf("names of two = %q", got)
+	}
+}
+
+// TestInterruptSurvivesNext: an Interrupt (a stop) that comes before
+// Next, even one that asks for no deadline, still ends it: Next must
+// not set its own deadline over it. A Next that blocked would hang.
+func TestInterruptSurvivesNext(t *testing.T) {
+	mine, theirs := net.Pipe()
+	defer mine.Close()
+	defer theirs.Close()
+	p := &Predecessor{conn: mine, r: bufio.NewReader(mine), pidfd: -1}
+	p.Interrupt()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := p.Next(time.Time{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Next after Interrupt = %v, want a deadline error", err)
+		}
+	case <-time.After(testkit.Timeout):
+		t.Fatal("Next after Interrupt is still waiting")
 	}
 }
