@@ -38,15 +38,20 @@ type Command struct {
 const closedFD = ^uintptr(0)
 
 // forkExec starts c with null as the nil ones of Stdin, Stdout and
-// Stderr, and returns the child's pid and its pidfd (-1 when the kernel
+// Stderr, and stderrFD, unless it is -1, in place of Stderr (the stderr
+// pipe, which is no *os.File: one would cost an fcntl, a finalizer and
+// the poller's close on every connection). It returns the child's pid and its pidfd (-1 when the kernel
 // gave none; then the caller waits by pid).
-func forkExec(c *Command, null *os.File) (pid, pidfd int, err error) {
+func forkExec(c *Command, null *os.File, stderrFD int) (pid, pidfd int, err error) {
 	files := make([]uintptr, 3+len(c.ExtraFiles))
 	for i, f := range [3]*os.File{c.Stdin, c.Stdout, c.Stderr} {
 		if f == nil {
 			f = null
 		}
 		files[i] = f.Fd()
+	}
+	if stderrFD >= 0 {
+		files[2] = uintptr(stderrFD)
 	}
 	for i, f := range c.ExtraFiles {
 		files[3+i] = closedFD

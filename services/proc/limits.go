@@ -25,13 +25,13 @@ func DescriptorsExhausted(err error) bool {
 // and some of the files above the highest of them
 // (syscall.forkAndExecInChild), and a dup3 beyond the limit fails with
 // EBADF. Any other error is returned as it is.
-func forkNearLimit(cmd *Command, null *os.File, err error) error {
+func forkNearLimit(cmd *Command, null *os.File, stderrFD int, err error) error {
 	if !errors.Is(err, syscall.EBADF) {
 		return err
 	}
 	files := append([]*os.File{null}, cmd.ExtraFiles...)
 	files = append(files, cmd.Stdin, cmd.Stdout, cmd.Stderr)
-	highest := 0
+	highest := stderrFD
 	for _, f := range files {
 		if f != nil {
 			// Start called Fd already: no mode changes here.

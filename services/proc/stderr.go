@@ -42,21 +42,22 @@ type stderrPipe struct {
 
 // logPipe returns a pipe for a handler's stderr (or the trampoline's
 // report): a read end in Go's poller (so shutdown can interrupt it) and
-// a plain blocking write end for the child. os.Pipe would register both
-// ends with the poller and exec would then switch the write end back:
-// four system calls more per connection.
-func logPipe() (r, w *os.File, err error) {
+// a plain blocking write end for the child, left a bare descriptor for
+// the caller to close. os.Pipe would register both ends with the poller
+// and exec would then switch the write end back: four system calls more
+// per connection.
+func logPipe() (r *os.File, w int, err error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, nil, err
+		return nil, -1, err
 	}
 	// The write end has no other status flag to keep: one fcntl.
 	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETFL, 0); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
-		return nil, nil, err
+		return nil, -1, err
 	}
-	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+	return os.NewFile(uintptr(p[0]), "|0"), p[1], nil
 }
 
 // readReport reads why the confinement trampoline could not start the
@@ -70,6 +71,11 @@ func readReport(r *os.File) string {
 
 // drain starts the drain of the pipe and waits until it is closed.
 func (sp *stderrPipe) drain() {
+	select {
+	case <-sp.done:
+		return // end of file came first, as it mostly does: no deadline to set
+	default:
+	}
 	now := time.Now()
 	sp.drainFrom.Store(now.UnixNano())
 	// A deadline on a closed pipe fails, harmlessly.
@@ -103,7 +109,12 @@ func (t *Table) closePipes() {
 // still held.
 func (t *Table) logStderr(sp *stderrPipe, log *slog.Logger, pid int) {
 	defer close(sp.done)
-	if cut, eof := logLines(sp, log, pid); !eof {
+	br := t.readers.Get().(*bufio.Reader)
+	br.Reset(sp.rd)
+	cut, eof := logLines(br, sp, log, pid)
+	br.Reset(nil)
+	t.readers.Put(br)
+	if !eof {
 		log.Warn("stderr_cut", "pid", pid, "bytes", cut)
 	}
 	sp.rd.Close()
@@ -113,11 +124,10 @@ func (t *Table) logStderr(sp *stderrPipe, log *slog.Logger, pid int) {
 	t.mu.Unlock()
 }
 
-// logLines logs each line read from sp until end of file (eof true) or
+// logLines logs each line read from sp, through br, until end of file (eof true) or
 // another end: an error, or the limits of the drain. Then cut is the
 // number of bytes read or waiting in the pipe that were not logged.
-func logLines(sp *stderrPipe, log *slog.Logger, pid int) (cut int, eof bool) {
-	br := bufio.NewReaderSize(sp.rd, maxLogLine)
+func logLines(br *bufio.Reader, sp *stderrPipe, log *slog.Logger, pid int) (cut int, eof bool) {
 	drained := 0
 	for {
 		line, err := br.ReadSlice('\n')

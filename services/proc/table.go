@@ -17,12 +17,12 @@
 package proc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -54,7 +54,9 @@ const (
 // handler left may hold it forever); and, while handlers have left
 // processes behind, one that watches those (watchLeftovers). Wait waits
 // for all of them; none outlives its handler by more than the drain and
-// the leftovers it watches.
+// the leftovers it watches. The first two kinds run on workers, which
+// stay parked for the next handler (up to maxIdleWorkers of them) until
+// Shutdown.
 //
 // Descriptors: the Table owns the read ends of stderr pipes and of the
 // trampoline's report pipes, the pidfds of its handlers and of
@@ -87,6 +89,13 @@ type Table struct {
 	// Wait needs no goroutine of its own.
 	active int
 	idle   chan struct{}
+	// readers holds the stderr loggers' *bufio.Reader of maxLogLine
+	// bytes, reused from handler to handler rather than allocated for
+	// each (the GC ran every 450 connections, and 4 KiB of each was this).
+	readers sync.Pool
+	// workers runs the reapers and the stderr loggers; Shutdown stops
+	// it.
+	workers workers
 }
 
 // New returns an empty process table, with the descriptor it keeps for
@@ -99,12 +108,13 @@ func New() (*Table, error) {
 	idle := make(chan struct{})
 	close(idle)
 	return &Table{
-		procs:  make(map[int]struct{}),
-		groups: make(map[int]*leftovers),
-		pipes:  make(map[*stderrPipe]struct{}),
-		null:   null,
-		freed:  make(chan struct{}),
-		idle:   idle,
+		procs:   make(map[int]struct{}),
+		groups:  make(map[int]*leftovers),
+		pipes:   make(map[*stderrPipe]struct{}),
+		null:    null,
+		freed:   make(chan struct{}),
+		idle:    idle,
+		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLogLine) }},
 	}, nil
 }
 
@@ -155,8 +165,9 @@ type Request struct {
 	// Remote is the client, for the log; "" in wait mode, where superd
 	// never sees one.
 	Remote string
-	// LogStderr gives the handler a pipe as stderr and logs every line
-	// written to it. Otherwise a nil Cmd.Stderr is /dev/null.
+	// LogStderr gives the handler a pipe as stderr, in place of
+	// Cmd.Stderr, and logs every line written to it. Otherwise a nil
+	// Cmd.Stderr is /dev/null.
 	LogStderr bool
 	// Timeout, when positive, sends SIGTERM to the handler's process
 	// group after it, and SIGKILL killDelay later.
@@ -215,24 +226,26 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		return 0, ErrNoExe
 	}
 	var rd *os.File
+	stderrFD := -1 // the pipe's write end, the handler's fd 2; -1: Cmd.Stderr
 	if req.LogStderr {
 		r, w, err := logPipe()
 		if err != nil {
 			return 0, fmt.Errorf("stderr pipe: %w", err)
 		}
-		req.Cmd.Stderr = w
-		defer w.Close()
+		stderrFD = w
+		defer unix.Close(w)
 		rd = r
 	}
 	var report *os.File
 	if req.Confined {
-		r, w, err := logPipe()
+		r, wfd, err := logPipe()
 		if err != nil {
 			if rd != nil {
 				rd.Close()
 			}
 			return 0, fmt.Errorf("trampoline pipe: %w", err)
 		}
+		w := os.NewFile(uintptr(wfd), "|1")
 		// Go's child puts every file of the start in place before the
 		// exec, whatever their numbers in superd: the exe is at
 		// confine.ExeFD when the kernel resolves confine.TrampolinePath.
@@ -260,11 +273,11 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		closeOurs()
 		return 0, ErrShutdown
 	}
-	pid, pidfd, err := forkExec(req.Cmd, t.null)
+	pid, pidfd, err := forkExec(req.Cmd, t.null, stderrFD)
 	if err != nil {
 		t.startMu.Unlock()
 		closeOurs()
-		return 0, forkNearLimit(req.Cmd, t.null, err)
+		return 0, forkNearLimit(req.Cmd, t.null, stderrFD, err)
 	}
 	var errPipe *stderrPipe
 	if rd != nil {
@@ -280,19 +293,16 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	t.mu.Unlock()
 	t.startMu.Unlock()
 
-	who := []any{"pid", pid}
-	if req.Remote != "" {
-		who = append(who, "remote", req.Remote)
-	}
+	who := handler{pid: pid, remote: req.Remote}
 	// Logged here, before the reaper and the stderr logger exist, so
 	// that start always precedes stderr and exit in the log.
 	log := req.Log
-	log.Info("start", who...)
+	who.log(log, slog.LevelInfo, "start")
 	if errPipe != nil {
-		go func() {
+		t.workers.run(func() {
 			defer t.goDone()
 			t.logStderr(errPipe, log, pid)
-		}()
+		})
 	}
 	// reported tells the reaper of a confined start whether the
 	// trampoline reported a failure, before it calls Exited; nil for a
@@ -301,16 +311,16 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if report != nil {
 		reported = make(chan bool, 1)
 	}
-	go func() {
+	t.workers.run(func() {
 		defer t.goDone()
 		t.reap(req, pid, pidfd, who, began, errPipe, reported)
-	}()
+	})
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
 		msg := readReport(report)
 		reported <- msg != ""
 		if msg != "" {
-			log.Error("start_failed", append(slices.Clip(who), "err", msg)...)
+			who.log(log, slog.LevelError, "start_failed", slog.String("err", msg))
 			return pid, ErrReported
 		}
 	}
@@ -321,14 +331,14 @@ func (t *Table) Start(req Request) (pid int, err error) {
 // timeout on the whole process group, calls its Exited, drains its
 // stderr pipe (errPipe, nil without one), and logs its exit. reported,
 // for a confined start, says whether the trampoline failed (see Start).
-func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, errPipe *stderrPipe, reported <-chan bool) {
+func (t *Table) reap(req Request, pid, pidfd int, who handler, began time.Time, errPipe *stderrPipe, reported <-chan bool) {
 	log := req.Log
 	// stopTimers stops the timeout's timers that have not fired, and
 	// reports whether the timeout struck.
 	stopTimers := func() (struck bool) { return false }
 	if req.Timeout > 0 {
 		term := time.AfterFunc(req.Timeout, func() {
-			log.Warn("timeout", append(slices.Clip(who), "after", req.Timeout)...)
+			who.log(log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
 			t.signalGroup(pid, syscall.SIGTERM)
 		})
 		kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(pid, syscall.SIGKILL) })
@@ -373,8 +383,34 @@ func (t *Table) reap(req Request, pid, pidfd int, who []any, began time.Time, er
 		// it left holding the pipe delays that by stderrDrainMax at most.
 		errPipe.drain()
 	}
-	status := exitStatus(ws, err)
-	log.Info("exit", append(slices.Clip(who), "status", status, "duration", took)...)
+	who.log(log, slog.LevelInfo, "exit", slog.String("status", exitStatus(ws, err)), slog.Duration("duration", took))
+}
+
+// handler names a handler process in its log lines: its pid, and the
+// client it serves ("" in wait mode).
+type handler struct {
+	pid    int
+	remote string
+}
+
+// log logs msg at level with the handler's pid and remote before attrs,
+// as log.LogAttrs would, but without the caller's program counter, which
+// no sink of superd's prints: runtime.Callers was a third of the cost of
+// the start and exit lines, which every connection writes.
+func (h handler) log(log *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	ctx := context.Background()
+	sink := log.Handler()
+	if !sink.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(slog.Int("pid", h.pid))
+	if h.remote != "" {
+		r.AddAttrs(slog.String("remote", h.remote))
+	}
+	r.AddAttrs(attrs...)
+	// A sink's error has nowhere better to go than Logger.Info's does.
+	_ = sink.Handle(ctx, r)
 }
 
 // exitStatus describes how a handler ended: its exit code, or the signal
@@ -473,6 +509,7 @@ func (t *Table) Pending() (handlers, leftovers, pipes int) {
 func (t *Table) Shutdown(grace time.Duration, log *slog.Logger) error {
 	t.startMu.Lock()
 	t.shutdown = true
+	t.workers.stop()
 	if t.null != nil {
 		t.null.Close()
 		t.null = nil

@@ -484,7 +484,7 @@ func TestExitStatus(t *testing.T) {
 	defer null.Close()
 	for _, byPidfd := range []bool{true, false} {
 		for _, tt := range tests {
-			pid, pidfd, err := forkExec(shCmd(tt.script), null)
+			pid, pidfd, err := forkExec(shCmd(tt.script), null, -1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -531,7 +531,7 @@ func TestProcsStartNearDescriptorLimit(t *testing.T) {
 	}
 
 	// An EBADF far from the limit is no shortage.
-	if err := forkNearLimit(shCmd("exit 0"), nil, os.NewSyscallError("fork/exec", syscall.EBADF)); DescriptorsExhausted(err) {
+	if err := forkNearLimit(shCmd("exit 0"), nil, -1, os.NewSyscallError("fork/exec", syscall.EBADF)); DescriptorsExhausted(err) {
 		t.Errorf("forkNearLimit of an EBADF far from the limit = %v, want it unchanged", err)
 	}
 }
