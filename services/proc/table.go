@@ -225,27 +225,25 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if req.Confined && req.Exe == nil {
 		return 0, ErrNoExe
 	}
-	var rd *os.File
-	stderrFD := -1 // the pipe's write end, the handler's fd 2; -1: Cmd.Stderr
+	stderrR, stderrW := -1, -1 // the stderr pipe; -1: Cmd.Stderr
 	if req.LogStderr {
-		r, w, err := logPipe()
+		r, w, err := rawPipe()
 		if err != nil {
 			return 0, fmt.Errorf("stderr pipe: %w", err)
 		}
-		stderrFD = w
 		defer unix.Close(w)
-		rd = r
+		stderrR, stderrW = r, w
 	}
 	var report *os.File
 	if req.Confined {
-		r, wfd, err := logPipe()
+		rfd, wfd, err := rawPipe()
 		if err != nil {
-			if rd != nil {
-				rd.Close()
+			if stderrR >= 0 {
+				unix.Close(stderrR)
 			}
 			return 0, fmt.Errorf("trampoline pipe: %w", err)
 		}
-		w := os.NewFile(uintptr(wfd), "|1")
+		r, w := os.NewFile(uintptr(rfd), "|0"), os.NewFile(uintptr(wfd), "|1")
 		// Go's child puts every file of the start in place before the
 		// exec, whatever their numbers in superd: the exe is at
 		// confine.ExeFD when the kernel resolves confine.TrampolinePath.
@@ -256,8 +254,8 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		report = r
 	}
 	closeOurs := func() {
-		if rd != nil {
-			rd.Close()
+		if stderrR >= 0 {
+			unix.Close(stderrR)
 		}
 		if report != nil {
 			report.Close()
@@ -273,22 +271,22 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		closeOurs()
 		return 0, ErrShutdown
 	}
-	pid, pidfd, err := forkExec(req.Cmd, t.null, stderrFD)
+	pid, pidfd, err := forkExec(req.Cmd, t.null, stderrW)
 	if err != nil {
 		t.startMu.Unlock()
 		closeOurs()
-		return 0, forkNearLimit(req.Cmd, t.null, stderrFD, err)
+		return 0, forkNearLimit(req.Cmd, t.null, stderrW, err)
 	}
 	var errPipe *stderrPipe
-	if rd != nil {
-		errPipe = &stderrPipe{rd: rd, done: make(chan struct{})}
+	if stderrR >= 0 {
+		errPipe = newStderrPipe(stderrR, req.Log, pid)
 	}
 	t.mu.Lock()
 	t.procs[pid] = struct{}{}
 	t.addLocked(1) // the reaper
 	if errPipe != nil {
 		t.pipes[errPipe] = struct{}{}
-		t.addLocked(1) // the stderr logger
+		t.addLocked(1) // the pipe, until it is closed
 	}
 	t.mu.Unlock()
 	t.startMu.Unlock()
@@ -299,10 +297,7 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	log := req.Log
 	who.log(log, slog.LevelInfo, "start")
 	if errPipe != nil {
-		t.workers.run(func() {
-			defer t.goDone()
-			t.logStderr(errPipe, log, pid)
-		})
+		t.watch(errPipe)
 	}
 	// reported tells the reaper of a confined start whether the
 	// trampoline reported a failure, before it calls Exited; nil for a
@@ -379,9 +374,7 @@ func (t *Table) reap(req Request, pid, pidfd int, who handler, began time.Time, 
 		req.Exited(Exit{Status: ws, Err: err, TimedOut: struck, StartFailed: failed, Duration: took})
 	}
 	if errPipe != nil {
-		// The handler's last lines come before its exit line; a process
-		// it left holding the pipe delays that by stderrDrainMax at most.
-		errPipe.drain()
+		t.finishStderr(errPipe)
 	}
 	who.log(log, slog.LevelInfo, "exit", slog.String("status", exitStatus(ws, err)), slog.Duration("duration", took))
 }

@@ -433,11 +433,7 @@ func stderrPipeLink(t *testing.T, p *Table) (link, target string) {
 		t.Fatalf("the Table holds %d stderr pipes, want 1", len(p.pipes))
 	}
 	for sp := range p.pipes {
-		rc, err := sp.rd.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.Control(func(fd uintptr) { link = "/proc/self/fd/" + strconv.Itoa(int(fd)) })
+		link = "/proc/self/fd/" + strconv.Itoa(sp.fd)
 	}
 	target, err := os.Readlink(link)
 	if err != nil || !strings.HasPrefix(target, "pipe:") {
