@@ -81,6 +81,10 @@ type Table struct {
 	// descriptors of a handler: its pidfd at the reap, its stderr pipe.
 	// Callers short of descriptors wait for it (see Released).
 	freed chan struct{}
+	// freedTaken is set when Released has handed out freed: only then
+	// is there anyone to wake (and a channel to replace) at a release,
+	// which every connection makes twice.
+	freedTaken bool
 	// null is /dev/null, the nil stdio of every handler; Shutdown
 	// closes it (under startMu).
 	null *os.File
@@ -142,13 +146,18 @@ func (t *Table) goDone() {
 func (t *Table) Released() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.freedTaken = true
 	return t.freed
 }
 
 // releasedLocked wakes whoever waits in Released.
 func (t *Table) releasedLocked() {
+	if !t.freedTaken {
+		return
+	}
 	close(t.freed)
 	t.freed = make(chan struct{})
+	t.freedTaken = false
 }
 
 // Request is one handler to start. The caller builds it and keeps
