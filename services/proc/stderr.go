@@ -178,10 +178,18 @@ func (t *Table) watch(sp *stderrPipe) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	sp.timer = time.AfterFunc(stderrLive, func() {
-		if sp.claim(pipeLogger) {
-			sp.polled()
-			t.logStderr(sp)
+		if !sp.claim(pipeLogger) {
+			return
 		}
+		rd := sp.polled()
+		// A drain that began before rd existed (the handler exited, or
+		// closePipes ran, just now) set no deadline: set it here, or a
+		// process the handler left holding the pipe would hold up its
+		// exit line for as long as it lives.
+		if from := sp.drainFrom.Load(); from != 0 {
+			rd.SetReadDeadline(drainDeadline(from))
+		}
+		t.logStderr(sp)
 	})
 }
 
