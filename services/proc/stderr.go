@@ -285,11 +285,13 @@ func (t *Table) closeStderr(sp *stderrPipe) {
 	} else {
 		unix.Close(sp.fd)
 	}
-	close(sp.done)
 	t.mu.Lock()
 	delete(t.pipes, sp)
 	t.releasedLocked()
 	t.mu.Unlock()
+	// Last: whoever waits for done (the reaper, then its exit line;
+	// closePipes) must find the pipe gone from Pending.
+	close(sp.done)
 	t.goDone()
 }
 

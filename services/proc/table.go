@@ -47,16 +47,16 @@ const (
 // Table tracks every running handler process.
 //
 // Goroutines: the Table owns one goroutine per running handler, which
-// waits for it (parked on its pidfd in Go's poller, holding no thread)
-// and calls its Exited;
-// one per stderr pipe, which logs the handler's lines and closes the
-// pipe at the latest stderrDrainMax after the reap (processes the
-// handler left may hold it forever); and, while handlers have left
-// processes behind, one that watches those (watchLeftovers). Wait waits
-// for all of them; none outlives its handler by more than the drain and
-// the leftovers it watches. The first two kinds run on workers, which
-// stay parked for the next handler (up to maxIdleWorkers of them) until
-// Shutdown.
+// waits for it (parked on its pidfd in Go's poller, holding no thread),
+// calls its Exited, reads its stderr pipe after the exit and logs the
+// exit; these run on workers, which stay parked for the next handler (up
+// to maxIdleWorkers of them) until Shutdown. A handler that runs longer
+// than stderrLive gets one more, the logger of its stderr, which closes
+// the pipe at the latest stderrDrainMax after the reap (processes the
+// handler left may hold it forever). While handlers have left processes
+// behind, one more watches those (watchLeftovers). Wait waits for all
+// of them; none outlives its handler by more than the drain and the
+// leftovers it watches.
 //
 // Descriptors: the Table owns the read ends of stderr pipes and of the
 // trampoline's report pipes, the pidfds of its handlers and of
@@ -93,12 +93,11 @@ type Table struct {
 	// Wait needs no goroutine of its own.
 	active int
 	idle   chan struct{}
-	// readers holds the stderr loggers' *bufio.Reader of maxLogLine
+	// readers holds the stderr readers' *bufio.Reader of maxLogLine
 	// bytes, reused from handler to handler rather than allocated for
 	// each (the GC ran every 450 connections, and 4 KiB of each was this).
 	readers sync.Pool
-	// workers runs the reapers and the stderr loggers; Shutdown stops
-	// it.
+	// workers runs the reapers; Shutdown stops it.
 	workers workers
 }
 
@@ -166,7 +165,8 @@ func (t *Table) releasedLocked() {
 type Request struct {
 	// Cmd is the handler command; it must start a new session
 	// (Sys.Setsid), so that its pid is its process group. Its Stderr is
-	// set by Start when LogStderr is set, and ExtraFiles when Confined.
+	// not used when LogStderr is set; Start sets ExtraFiles when
+	// Confined.
 	Cmd *Command
 	// Log carries the service attribute; start, stderr, timeout and exit
 	// lines go there.
@@ -280,11 +280,12 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		closeOurs()
 		return 0, ErrShutdown
 	}
-	pid, pidfd, err := forkExec(req.Cmd, t.null, stderrW)
+	null := t.null // Shutdown clears it, under startMu
+	pid, pidfd, err := forkExec(req.Cmd, null, stderrW)
 	if err != nil {
 		t.startMu.Unlock()
 		closeOurs()
-		return 0, forkNearLimit(req.Cmd, t.null, stderrW, err)
+		return 0, forkNearLimit(req.Cmd, null, stderrW, err)
 	}
 	var errPipe *stderrPipe
 	if stderrR >= 0 {
