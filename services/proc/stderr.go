@@ -207,7 +207,8 @@ func (sp *stderrPipe) stopTimer() {
 // a process it left holding the pipe delays that by stderrDrainMax at
 // most.
 func (t *Table) finishStderr(sp *stderrPipe) {
-	sp.drainFrom.Store(time.Now().UnixNano())
+	// A drain closePipes began (drainFrom 1, long past) stays that.
+	sp.drainFrom.CompareAndSwap(0, time.Now().UnixNano())
 	sp.stopTimer()
 	if sp.claim(pipeReaper) {
 		t.logStderr(sp)
@@ -301,11 +302,16 @@ func (t *Table) closeStderr(sp *stderrPipe) {
 // logged.
 func logLines(br *bufio.Reader, sp *stderrPipe) (cut int, eof bool) {
 	drained := 0
+	piece := false // the last record was a piece of a longer line
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			sp.log.Info("stderr", "pid", sp.pid, "line", strings.TrimRight(string(line), "\r\n"))
+		text := strings.TrimRight(string(line), "\r\n")
+		// The end of a line that filled the buffer exactly is no line of
+		// its own.
+		if len(line) > 0 && !(piece && text == "" && line[len(line)-1] == '\n') {
+			sp.log.Info("stderr", "pid", sp.pid, "line", text)
 		}
+		piece = errors.Is(err, bufio.ErrBufferFull)
 		if errors.Is(err, io.EOF) {
 			return 0, true
 		}

@@ -3,6 +3,7 @@ package proc
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -55,6 +56,31 @@ func TestProcsStderrFlood(t *testing.T) {
 	}
 	if got := e.rec.Count(match("stderr_cut")); got != 0 {
 		t.Errorf("%d stderr_cut lines, want 0", got)
+	}
+	waitProcs(t, p)
+}
+
+// TestProcsStderrLineFillsBuffer checks that a line of exactly
+// maxLogLine bytes is logged as one record, not as the line and an
+// empty one, while an empty line after it is still logged.
+func TestProcsStderrLineFillsBuffer(t *testing.T) {
+	e := newEnv(t)
+	p := e.tab
+	exact := strings.Repeat("y", maxLogLine)
+	cmd := shCmd(`printf '%s\n\nend\n' "$EXACT" >&2`)
+	cmd.Env = []string{"EXACT=" + exact}
+	pid := startProc(t, p, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func(Exit) {}})
+	e.rec.Wait(t, match("exit", "pid", strconv.Itoa(pid)))
+	var got []string
+	for _, l := range e.rec.Filter(match("stderr", "pid", strconv.Itoa(pid))) {
+		got = append(got, l.Attrs["line"])
+	}
+	if len(got) != 3 || got[0] != exact || got[1] != "" || got[2] != "end" {
+		lens := make([]int, len(got))
+		for i, g := range got {
+			lens[i] = len(g)
+		}
+		t.Errorf("stderr records of %v bytes, want %d, 0 and 3 (the line, the empty line, end)", lens, maxLogLine)
 	}
 	waitProcs(t, p)
 }
