@@ -107,21 +107,7 @@ func TestTablePendingAtExitLineBlackBox(t *testing.T) {
 	}})
 	// A contender for t.mu, so that the logger's removal of the pipe may
 	// come late.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				p.Pending()
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	contendPending(t, p)
 	const n = 30
 	for i := range n {
 		// One at a time, so that each exit line sees its own pipe only.
@@ -144,27 +130,13 @@ func TestTablePendingAtExitLineBlackBox(t *testing.T) {
 
 // TestTablePendingAfterClosePipes: once closePipes has returned, Pending
 // counts none of the pipes it closed, as TestProcsClosePipes expects. A
-// pipe that a logger reads is closed by the logger, which closes done
-// (what closePipes waits for) before it removes the pipe from t.pipes;
-// a contender for t.mu widens that window.
+// pipe that a logger reads is closed by the logger, which must remove it
+// from t.pipes before it closes done (what closePipes waits for); a
+// contender for t.mu widens the window where the other order fails.
 func TestTablePendingAfterClosePipes(t *testing.T) {
 	e := newEnv(t)
 	p := e.tab
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				p.Pending()
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	contendPending(t, p)
 	bad := 0
 	const rounds = 20
 	for range rounds {
@@ -181,4 +153,25 @@ func TestTablePendingAfterClosePipes(t *testing.T) {
 	if bad > 0 {
 		t.Errorf("%d of %d times, Pending counted the pipe after closePipes had returned", bad, rounds)
 	}
+}
+
+// contendPending calls p.Pending in a loop until the test ends: a
+// contender for t.mu, which widens the windows between a Table's own
+// uses of it.
+func contendPending(t *testing.T, p *Table) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				p.Pending()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
 }

@@ -202,10 +202,10 @@ func (sp *stderrPipe) stopTimer() {
 	}
 }
 
-// finishStderr reads the rest of the pipe after the handler's exit and returns
-// once it is closed: the handler's last lines come before its exit line;
-// a process it left holding the pipe delays that by stderrDrainMax at
-// most.
+// finishStderr reads the rest of the pipe after the handler's exit and
+// returns once it is closed: the handler's last lines come before its
+// exit line; a process it left holding the pipe delays that by
+// stderrDrainMax at most.
 func (t *Table) finishStderr(sp *stderrPipe) {
 	// A drain closePipes began (drainFrom 1, long past) stays that.
 	sp.drainFrom.CompareAndSwap(0, time.Now().UnixNano())
@@ -275,7 +275,7 @@ func (t *Table) logStderr(sp *stderrPipe) {
 // cutStderr closes a pipe before its end of file, logging the bytes it
 // still held (stderr_cut).
 func (t *Table) cutStderr(sp *stderrPipe, held int) {
-	sp.log.Warn("stderr_cut", "pid", sp.pid, "bytes", held)
+	handler{pid: sp.pid}.log(sp.log, slog.LevelWarn, "stderr_cut", slog.Int("bytes", held))
 	t.closeStderr(sp)
 }
 
@@ -309,7 +309,7 @@ func logLines(br *bufio.Reader, sp *stderrPipe) (cut int, eof bool) {
 		// The end of a line that filled the buffer exactly is no line of
 		// its own.
 		if len(line) > 0 && !(piece && text == "" && line[len(line)-1] == '\n') {
-			sp.log.Info("stderr", "pid", sp.pid, "line", text)
+			handler{pid: sp.pid}.log(sp.log, slog.LevelInfo, "stderr", slog.String("line", text))
 		}
 		piece = errors.Is(err, bufio.ErrBufferFull)
 		if errors.Is(err, io.EOF) {

@@ -398,8 +398,10 @@ type handler struct {
 
 // log logs msg at level with the handler's pid and remote before attrs,
 // as log.LogAttrs would, but without the caller's program counter, which
-// no sink of superd's prints: runtime.Callers was a third of the cost of
-// the start and exit lines, which every connection writes.
+// no sink of superd's prints. Every connection writes a start and an
+// exit line: runtime.Callers and the boxing of each value of Logger.Info
+// were 40 % of a line's cost (1.45 against 0.84 µs in a benchmark to
+// io.Discard).
 func (h handler) log(log *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
 	ctx := context.Background()
 	sink := log.Handler()
