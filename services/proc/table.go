@@ -46,11 +46,14 @@ const (
 
 // Table tracks every running handler process.
 //
-// Goroutines: the Table owns one goroutine per running handler, which
-// waits for it (parked on its pidfd in Go's poller, holding no thread),
-// calls its Exited, reads its stderr pipe after the exit and logs the
-// exit; these run on workers, which stay parked for the next handler (up
-// to maxIdleWorkers of them) until Shutdown. A handler that runs longer
+// Goroutines: the Table owns the exit poller (exits.go), one goroutine
+// parked in Go's poller on an epoll instance that holds every running
+// handler's pidfd: it reaps each handler that exits, calls its Exited,
+// reads its stderr pipe after the exit and logs the exit; Shutdown ends
+// it. A handler the poller cannot take (a confined start, no pidfd) has
+// a reaper goroutine of its own instead, which does the same for it; these
+// run on workers, which stay parked for the next handler (up to
+// maxIdleWorkers of them) until Shutdown. A handler that runs longer
 // than stderrLive gets one more, the logger of its stderr, which closes
 // the pipe at the latest stderrDrainMax after the reap (processes the
 // handler left may hold it forever). While handlers have left processes
@@ -60,15 +63,15 @@ const (
 //
 // Descriptors: the Table owns the read ends of stderr pipes and of the
 // trampoline's report pipes, the pidfds of its handlers and of
-// leftovers, and one /dev/null; it closes them itself (/dev/null in
-// Shutdown). The files a Request carries stay the caller's.
+// leftovers, one /dev/null and the exit poller's epoll instance; it
+// closes them itself (/dev/null and the epoll instance in Shutdown). The files a Request carries stay the caller's.
 type Table struct {
 	startMu sync.Mutex // held from a handler's start to its registration
 	// shutdown is set by Shutdown, under startMu: no start after it.
 	shutdown bool
 
 	mu    sync.Mutex
-	procs map[int]struct{} // pids of running handlers (= their process groups)
+	procs map[int]*running // running handlers by pid (= their process group)
 	// groups holds, by process group, the members left behind by
 	// handlers that have been reaped (see leftovers.go); Signal and the
 	// timeout reach them too, entries go once their members are gone.
@@ -97,12 +100,19 @@ type Table struct {
 	// bytes, reused from handler to handler rather than allocated for
 	// each (the GC ran every 450 connections, and 4 KiB of each was this).
 	readers sync.Pool
-	// workers runs the reapers; Shutdown stops it.
+	// workers runs the reapers of handlers that the exit poller does
+	// not take (see exits.go); Shutdown stops it.
 	workers workers
+	// exits is the exit poller's epoll instance, nil until the first
+	// start that uses it and after Shutdown (see exits.go).
+	exits *os.File
+	// exitsFD is exits' descriptor (exits.Fd would make it blocking).
+	exitsFD int
 }
 
-// New returns an empty process table, with the descriptor it keeps for
-// all its handlers: /dev/null, their stdio where they get no other.
+// New returns an empty process table, with the descriptors it keeps for
+// all its handlers: /dev/null, their stdio where they get no other, and
+// the exit poller's epoll instance (see exits.go).
 func New() (*Table, error) {
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -110,15 +120,22 @@ func New() (*Table, error) {
 	}
 	idle := make(chan struct{})
 	close(idle)
-	return &Table{
-		procs:   make(map[int]struct{}),
+	t := &Table{
+		procs:   make(map[int]*running),
 		groups:  make(map[int]*leftovers),
 		pipes:   make(map[*stderrPipe]struct{}),
 		null:    null,
+		exitsFD: -1,
 		freed:   make(chan struct{}),
 		idle:    idle,
 		readers: sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLogLine) }},
-	}, nil
+	}
+	// Opened now, as /dev/null is, so that the Table's descriptors are
+	// there from the start; a failure leaves it to the first start.
+	t.mu.Lock()
+	t.openExitsLocked()
+	t.mu.Unlock()
+	return t, nil
 }
 
 // addLocked counts n more goroutines that Wait waits for; each calls
@@ -188,7 +205,7 @@ type Request struct {
 	Confined bool
 	Exe      *os.File
 	// Exited, when set, is called once the handler has been reaped,
-	// before its exit is logged, on the Table's reaper goroutine, with
+	// before its exit is logged, on the goroutine that reaped it, with
 	// how it ended: it is the caller's own code (freeing its admission
 	// slots, handing a wait-mode socket back to its serve loop, counting
 	// the exit) and must not block. It is not called when Start fails
@@ -224,8 +241,8 @@ var ErrNoExe = errors.New("the running superd binary is not open (Runtime.Exe): 
 // ErrShutdown is Start's error once Shutdown has been called.
 var ErrShutdown = errors.New("superd is shutting down: no handler starts any more")
 
-// Start starts req.Cmd in a new session and reaps it in a goroutine of
-// its own. The caller still owns (and closes) the files it put in Cmd:
+// Start starts req.Cmd in a new session, for the exit poller (or a
+// reaper of its own) to reap. The caller still owns (and closes) the files it put in Cmd:
 // once Start returns, closing them leaves the handler its own copies. On
 // an error other than ErrReported nothing was started and Exited is not
 // called. It logs the start (start) before the reaper exists, so that
@@ -291,9 +308,10 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if stderrR >= 0 {
 		errPipe = newStderrPipe(stderrR, req.Log, pid)
 	}
+	r := &running{req: req, pid: pid, pidfd: pidfd, who: handler{pid: pid, remote: req.Remote}, began: began, errPipe: errPipe}
 	t.mu.Lock()
-	t.procs[pid] = struct{}{}
-	t.addLocked(1) // the reaper
+	t.procs[pid] = r
+	t.addLocked(1) // the reap
 	if errPipe != nil {
 		t.pipes[errPipe] = struct{}{}
 		t.addLocked(1) // the pipe, until it is closed
@@ -301,7 +319,7 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	t.mu.Unlock()
 	t.startMu.Unlock()
 
-	who := handler{pid: pid, remote: req.Remote}
+	who := r.who
 	// Logged here, before the reaper and the stderr logger exist, so
 	// that start always precedes stderr and exit in the log.
 	log := req.Log
@@ -309,17 +327,22 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if errPipe != nil {
 		t.watch(errPipe)
 	}
+	r.stopTimeout = t.armTimeout(req, who)
 	// reported tells the reaper of a confined start whether the
 	// trampoline reported a failure, before it calls Exited; nil for a
 	// direct start, which either fails in forkExec or runs the handler.
+	// A confined start has a reaper of its own, which may wait for it.
 	var reported chan bool
 	if report != nil {
 		reported = make(chan bool, 1)
+		r.reported = reported
 	}
-	t.workers.run(func() {
-		defer t.goDone()
-		t.reap(req, pid, pidfd, who, began, errPipe, reported)
-	})
+	if reported != nil || !t.pollExit(r) {
+		t.workers.run(func() {
+			defer t.goDone()
+			t.reap(r)
+		})
+	}
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
 		msg := readReport(report)
@@ -332,41 +355,66 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	return pid, nil
 }
 
-// reap waits for one handler (and closes its pidfd), enforcing its
-// timeout on the whole process group, calls its Exited, drains its
-// stderr pipe (errPipe, nil without one), and logs its exit. reported,
-// for a confined start, says whether the trampoline failed (see Start).
-func (t *Table) reap(req Request, pid, pidfd int, who handler, began time.Time, errPipe *stderrPipe, reported <-chan bool) {
-	log := req.Log
-	// stopTimers stops the timeout's timers that have not fired, and
+// running is a handler from its start to its reap: what its reap needs.
+type running struct {
+	req     Request
+	pid     int
+	pidfd   int // -1: none (the kernel gave none); closed at the reap
+	who     handler
+	began   time.Time
+	errPipe *stderrPipe // nil without a stderr pipe
+	// stopTimeout stops the timeout's timers that have not fired, and
 	// reports whether the timeout struck.
-	stopTimers := func() (struck bool) { return false }
-	if req.Timeout > 0 {
-		term := time.AfterFunc(req.Timeout, func() {
-			who.log(log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
-			t.signalGroup(pid, syscall.SIGTERM)
-		})
-		kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(pid, syscall.SIGKILL) })
-		// Once the timeout has struck, the SIGKILL stays due even if the
-		// leader died of the SIGTERM: the rest of its group may not have.
-		// The timer keeps no goroutine: it ends on its own.
-		stopTimers = func() bool {
-			if term.Stop() {
-				kill.Stop()
-				return false
-			}
-			return true
-		}
+	stopTimeout func() (struck bool)
+	// reported, for a confined start, says whether the trampoline
+	// failed (see Start); nil otherwise.
+	reported <-chan bool
+}
+
+// armTimeout starts req's timeout for the handler who, if it has one,
+// and returns what stops it (see running.stopTimeout).
+func (t *Table) armTimeout(req Request, who handler) func() bool {
+	if req.Timeout <= 0 {
+		return func() bool { return false }
 	}
-	ws, err := waitExit(pid, pidfd)
-	took := time.Since(began).Round(time.Microsecond)
-	struck := stopTimers()
-	left := findLeftovers(pid)
+	log := req.Log
+	term := time.AfterFunc(req.Timeout, func() {
+		who.log(log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
+		t.signalGroup(who.pid, syscall.SIGTERM)
+	})
+	kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(who.pid, syscall.SIGKILL) })
+	// Once the timeout has struck, the SIGKILL stays due even if the
+	// leader died of the SIGTERM: the rest of its group may not have.
+	// The timer keeps no goroutine: it ends on its own.
+	return func() bool {
+		if term.Stop() {
+			kill.Stop()
+			return false
+		}
+		return true
+	}
+}
+
+// reap waits for one handler (and closes its pidfd) on a goroutine of
+// its own, and then finishes it. It serves the handlers that the exit
+// poller does not take.
+func (t *Table) reap(r *running) {
+	ws, err := waitExit(r.pid, r.pidfd)
+	t.finish(r, ws, err)
+}
+
+// finish does what follows a handler's reap (its pidfd already closed):
+// it stops its timeout, records what it left in its process group, calls
+// its Exited, drains its stderr pipe and logs its exit.
+func (t *Table) finish(r *running, ws syscall.WaitStatus, err error) {
+	took := time.Since(r.began).Round(time.Microsecond)
+	struck := r.stopTimeout()
+	left := findLeftovers(r.pid)
 	t.mu.Lock()
-	delete(t.procs, pid)
-	t.releasedLocked() // waitExit closed the pidfd
+	delete(t.procs, r.pid)
+	t.releasedLocked() // the pidfd is closed
 	if left != nil {
-		t.groups[pid] = left
+		t.groups[r.pid] = left
 		if !t.watching {
 			t.watching = true
 			t.addLocked(1)
@@ -377,16 +425,16 @@ func (t *Table) reap(req Request, pid, pidfd int, who handler, began time.Time, 
 		}
 	}
 	t.mu.Unlock()
-	if req.Exited != nil {
+	if r.req.Exited != nil {
 		// A confined start's trampoline has exec'd or died by now, so
 		// its report is in (or on its way, from Start's goroutine).
-		failed := reported != nil && <-reported
-		req.Exited(Exit{Status: ws, Err: err, TimedOut: struck, StartFailed: failed, Duration: took})
+		failed := r.reported != nil && <-r.reported
+		r.req.Exited(Exit{Status: ws, Err: err, TimedOut: struck, StartFailed: failed, Duration: took})
 	}
-	if errPipe != nil {
-		t.finishStderr(errPipe)
+	if r.errPipe != nil {
+		t.finishStderr(r.errPipe)
 	}
-	who.log(log, slog.LevelInfo, "exit", slog.String("status", exitStatus(ws, err)), slog.Duration("duration", took))
+	r.who.log(r.req.Log, slog.LevelInfo, "exit", slog.String("status", exitStatus(ws, err)), slog.Duration("duration", took))
 }
 
 // handler names a handler process in its log lines: its pid, and the
@@ -537,8 +585,10 @@ func (t *Table) Shutdown(grace time.Duration, log *slog.Logger) error {
 	if err != nil {
 		t.closePipes()
 		if err := t.waitFor(pipesWait); err != nil {
+			// The exit poller stays, for the handlers still to reap.
 			return fmt.Errorf("shutdown: handlers still running after SIGKILL: %w", err)
 		}
 	}
+	t.closeExits()
 	return nil
 }

@@ -57,7 +57,11 @@ func newEnv(t *testing.T) *testEnv {
 		defer cancel()
 		if err := e.tab.Wait(ctx); err != nil {
 			t.Errorf("Table.Wait at cleanup: %v", err)
+			return
 		}
+		// Shutdown's last step: the exit poller's goroutine and epoll
+		// instance end with the test.
+		e.tab.closeExits()
 	})
 	return e
 }
