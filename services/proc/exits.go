@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,7 +12,9 @@ import (
 // The exit poller waits for every running handler at once. The pidfds
 // of the handlers go into one epoll instance of the Table's own, which
 // sits in Go's poller as a single descriptor; one goroutine (reapExits)
-// reaps whatever that instance reports and finishes each handler itself.
+// reaps whatever that instance reports, and calls each one's Exited. The
+// rest of an exit, which may wait (the stderr pipe's drain, the log),
+// goes to a worker, one per batch of exits.
 //
 // A reaper per handler parked on its pidfd (waitExit) cost, per
 // connection, an fcntl to make the pidfd non-blocking, its registration
@@ -19,7 +22,12 @@ import (
 // the handler still running (the poller's readiness could predate the
 // registration), and two goroutine wake-ups: the job handed to a worker,
 // then the exit. Here it is one epoll_ctl at the start, one wait4 at the
-// exit, and one wake-up for however many handlers exited meanwhile.
+// exit, and two wake-ups (the poller, the worker) for however many
+// handlers exited meanwhile.
+//
+// The wait4 and the removal from the Table's procs happen under its
+// lock, so that a Start of a new handler that got the same pid, a timeout
+// or a Signal never sees the reaped one's entry.
 //
 // Each pidfd is registered EPOLLONESHOT, with the pid as its data: it is
 // reported once. Its close at the reap removes it from the instance once
@@ -47,13 +55,18 @@ func (t *Table) pollExit(r *running) bool {
 		return false
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(r.pid)}
-	return unix.EpollCtl(t.exitsFD, unix.EPOLL_CTL_ADD, r.pidfd, &ev) == nil
+	if unix.EpollCtl(t.exitsFD, unix.EPOLL_CTL_ADD, r.pidfd, &ev) != nil {
+		return false
+	}
+	r.polled = true
+	return true
 }
 
 // openExitsLocked creates the exit poller's epoll instance and starts
 // reapExits on it. It reports false when the instance could not be made
-// (descriptors exhausted, say): handlers then get reapers of their own,
-// and the next start tries again. t.mu is held.
+// (descriptors exhausted, say) or Go's poller would not take it:
+// handlers then get reapers of their own, and the next start tries
+// again. t.mu is held.
 //
 // Goroutine: reapExits is the Table's; it ends when closeExits closes the
 // instance, at the end of Shutdown.
@@ -67,13 +80,20 @@ func (t *Table) openExitsLocked() bool {
 		return false
 	}
 	f := os.NewFile(uintptr(fd), "exit poller")
+	// os.NewFile keeps a descriptor that Go's poller refused (its own
+	// epoll_ctl failed: ENOMEM, max_user_watches) as a blocking file,
+	// which a deadline then reports; reapExits could never wait on it.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return false
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return false
 	}
 	t.exits, t.exitsFD = f, fd
-	go t.reapExits(rc)
+	go t.reapExits(f, rc)
 	return true
 }
 
@@ -89,9 +109,12 @@ func (t *Table) closeExits() {
 	}
 }
 
-// reapExits reaps the handlers whose pidfds the instance reports, until
-// the instance is closed.
-func (t *Table) reapExits(rc syscall.RawConn) {
+// reapExits reaps the handlers whose pidfds the instance f reports, until
+// f is closed. What may wait in a reap (the stderr drain, the log) goes
+// to a worker, one per batch of exits: a process that a handler left
+// holding its stderr, or a slow log, must hold up no other handler's
+// reap, Exited or timeout.
+func (t *Table) reapExits(f *os.File, rc syscall.RawConn) {
 	var evs [maxExitEvents]unix.EpollEvent
 	for {
 		n := 0
@@ -107,41 +130,93 @@ func (t *Table) reapExits(rc syscall.RawConn) {
 			}
 		})
 		if err != nil {
-			return // closed by closeExits
+			if !errors.Is(err, os.ErrClosed) {
+				t.abandonExits(f)
+			}
+			return
 		}
+		var tails []exitTail
 		for _, ev := range evs[:n] {
-			t.exited(int(ev.Fd))
+			if x, ok := t.exited(int(ev.Fd)); ok {
+				tails = append(tails, x)
+			}
+		}
+		if len(tails) > 0 {
+			t.workers.run(func() {
+				for _, x := range tails {
+					t.logExit(x.r, x.exit)
+					t.goDone()
+				}
+			})
 		}
 	}
 }
 
+// exitTail is a reaped handler whose exit is still to log.
+type exitTail struct {
+	r    *running
+	exit Exit
+}
+
 // exited reaps the handler pid, whose pidfd the exit poller reported
-// readable, and finishes it.
-func (t *Table) exited(pid int) {
+// readable, and does what must follow at once (see reaped). It returns
+// the handler for logExit, and false when there is nothing to log (yet).
+func (t *Table) exited(pid int) (exitTail, bool) {
 	t.mu.Lock()
 	r := t.procs[pid]
-	t.mu.Unlock()
 	if r == nil {
-		return // not a handler's: no registration carries another pid
+		t.mu.Unlock()
+		return exitTail{}, false // not a handler's: no registration carries another pid
 	}
 	var ws syscall.WaitStatus
+	var err error
 	for {
-		n, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		var n int
+		n, err = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
 		if err == nil && n == 0 {
 			// Readable but not yet waitable: hand it to a reaper of its
 			// own rather than re-arm a registration that said so.
+			t.mu.Unlock()
 			t.workers.run(func() {
 				defer t.goDone()
 				t.reap(r)
 			})
-			return
+			return exitTail{}, false
 		}
-		unix.Close(r.pidfd)
-		t.finish(r, ws, err)
-		t.goDone()
-		return
+		break
+	}
+	// Deleted with the wait4, under t.mu: once reaped, the pid may name
+	// the next handler, whose Start then registers it.
+	delete(t.procs, pid)
+	t.mu.Unlock()
+	unix.Close(r.pidfd)
+	return exitTail{r, t.reaped(r, ws, err)}, true
+}
+
+// abandonExits gives every handler the exit poller f holds a reaper of
+// its own, after f failed in a way no handler can wait on (an error
+// other than its close), and forgets f: the next start opens another.
+func (t *Table) abandonExits(f *os.File) {
+	t.mu.Lock()
+	if t.exits == f {
+		t.exits, t.exitsFD = nil, -1
+	}
+	var orphans []*running
+	for _, r := range t.procs {
+		if r.polled {
+			r.polled = false
+			orphans = append(orphans, r)
+		}
+	}
+	t.mu.Unlock()
+	f.Close()
+	for _, r := range orphans {
+		t.workers.run(func() {
+			defer t.goDone()
+			t.reap(r)
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -121,4 +122,38 @@ func TestTableShutdownClosesDescriptors(t *testing.T) {
 	if after := openFDs(t); after > before {
 		t.Errorf("%d descriptors open after Shutdown, %d before New", after, before)
 	}
+}
+
+// TestTableExitNotHeldByAnotherLog: what may wait in one handler's reap
+// (its stderr drain, held by a process it left, or a slow log) holds up
+// no other handler's reap: the exit poller reaps everybody, so that part
+// runs on a worker. Held up, another handler's Exited (its admission
+// slots), Duration and timeout would all come late. The hold here is A's
+// stderr record, kept in the log sink until B's Exited has run; B starts
+// only once A has been reaped.
+func TestTableExitNotHeldByAnotherLog(t *testing.T) {
+	e := newEnv(t)
+	bDone := make(chan struct{})
+	gaveUp := make(chan struct{})
+	log := slog.New(hookHandler{e.rec.Handler(), func(r slog.Record) {
+		if r.Message == "stderr" && recordAttr(r, "line") == "hold-me" {
+			select {
+			case <-bDone:
+			case <-time.After(testTimeout): // a bound for "never"
+				close(gaveUp)
+			}
+		}
+	}})
+	aReaped := make(chan struct{})
+	startProc(t, e.tab, Request{Cmd: shCmd(`echo hold-me >&2; exit 0`), Log: log, LogStderr: true,
+		Exited: func(Exit) { close(aReaped) }})
+	<-aReaped
+	startProc(t, e.tab, Request{Cmd: shCmd(`exit 0`), Log: e.log,
+		Exited: func(Exit) { close(bDone) }})
+	select {
+	case <-bDone:
+	case <-gaveUp:
+		t.Error("B, which exited after A's reap, was not reaped until A's stderr drain ended")
+	}
+	waitProcs(t, e.tab)
 }

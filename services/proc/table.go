@@ -48,12 +48,13 @@ const (
 //
 // Goroutines: the Table owns the exit poller (exits.go), one goroutine
 // parked in Go's poller on an epoll instance that holds every running
-// handler's pidfd: it reaps each handler that exits, calls its Exited,
-// reads its stderr pipe after the exit and logs the exit; Shutdown ends
-// it. A handler the poller cannot take (a confined start, no pidfd) has
-// a reaper goroutine of its own instead, which does the same for it; these
-// run on workers, which stay parked for the next handler (up to
-// maxIdleWorkers of them) until Shutdown. A handler that runs longer
+// handler's pidfd: it reaps each handler that exits and calls its
+// Exited; Shutdown ends it. What may wait after that (reading the stderr
+// pipe after the exit, the exit line) runs on a worker, one per batch of
+// exits. A handler the poller cannot take (a confined start, no pidfd)
+// has a reaper goroutine of its own instead, which does all of it. Workers
+// stay parked for the next job (up to maxIdleWorkers of them) until
+// Shutdown. A handler that runs longer
 // than stderrLive gets one more, the logger of its stderr, which closes
 // the pipe at the latest stderrDrainMax after the reap (processes the
 // handler left may hold it forever). While handlers have left processes
@@ -327,7 +328,7 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if errPipe != nil {
 		t.watch(errPipe)
 	}
-	r.stopTimeout = t.armTimeout(req, who)
+	r.stopTimeout = t.armTimeout(r)
 	// reported tells the reaper of a confined start whether the
 	// trampoline reported a failure, before it calls Exited; nil for a
 	// direct start, which either fails in forkExec or runs the handler.
@@ -369,20 +370,22 @@ type running struct {
 	// reported, for a confined start, says whether the trampoline
 	// failed (see Start); nil otherwise.
 	reported <-chan bool
+	// polled is set (under Table.mu) once the exit poller has the pidfd.
+	polled bool
 }
 
-// armTimeout starts req's timeout for the handler who, if it has one,
-// and returns what stops it (see running.stopTimeout).
-func (t *Table) armTimeout(req Request, who handler) func() bool {
+// armTimeout starts r's timeout, if it has one, and returns what stops
+// it (see running.stopTimeout).
+func (t *Table) armTimeout(r *running) func() bool {
+	req := r.req
 	if req.Timeout <= 0 {
 		return func() bool { return false }
 	}
-	log := req.Log
 	term := time.AfterFunc(req.Timeout, func() {
-		who.log(log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
-		t.signalGroup(who.pid, syscall.SIGTERM)
+		r.who.log(req.Log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
+		t.signalGroup(r, syscall.SIGTERM)
 	})
-	kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(who.pid, syscall.SIGKILL) })
+	kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(r, syscall.SIGKILL) })
 	// Once the timeout has struck, the SIGKILL stays due even if the
 	// leader died of the SIGTERM: the rest of its group may not have.
 	// The timer keeps no goroutine: it ends on its own.
@@ -400,18 +403,27 @@ func (t *Table) armTimeout(req Request, who handler) func() bool {
 // poller does not take.
 func (t *Table) reap(r *running) {
 	ws, err := waitExit(r.pid, r.pidfd)
-	t.finish(r, ws, err)
+	t.mu.Lock()
+	// The exit poller deletes its handlers together with the wait4;
+	// here the pid may already name a new handler, whose entry stays.
+	if t.procs[r.pid] == r {
+		delete(t.procs, r.pid)
+	}
+	t.mu.Unlock()
+	x := t.reaped(r, ws, err)
+	t.logExit(r, x)
 }
 
-// finish does what follows a handler's reap (its pidfd already closed):
-// it stops its timeout, records what it left in its process group, calls
-// its Exited, drains its stderr pipe and logs its exit.
-func (t *Table) finish(r *running, ws syscall.WaitStatus, err error) {
+// reaped does what must follow a handler's reap at once (the reaper has
+// removed it from procs and closed its pidfd): it stops its timeout,
+// records what it left in its process group and calls its Exited. None
+// of it waits for anybody: the exit poller runs it for every handler.
+// The rest, which may wait (the stderr drain, the log), is logExit's.
+func (t *Table) reaped(r *running, ws syscall.WaitStatus, err error) Exit {
 	took := time.Since(r.began).Round(time.Microsecond)
 	struck := r.stopTimeout()
 	left := findLeftovers(r.pid)
 	t.mu.Lock()
-	delete(t.procs, r.pid)
 	t.releasedLocked() // the pidfd is closed
 	if left != nil {
 		t.groups[r.pid] = left
@@ -425,16 +437,24 @@ func (t *Table) finish(r *running, ws syscall.WaitStatus, err error) {
 		}
 	}
 	t.mu.Unlock()
+	x := Exit{Status: ws, Err: err, TimedOut: struck, Duration: took}
 	if r.req.Exited != nil {
 		// A confined start's trampoline has exec'd or died by now, so
 		// its report is in (or on its way, from Start's goroutine).
-		failed := r.reported != nil && <-r.reported
-		r.req.Exited(Exit{Status: ws, Err: err, TimedOut: struck, StartFailed: failed, Duration: took})
+		x.StartFailed = r.reported != nil && <-r.reported
+		r.req.Exited(x)
 	}
+	return x
+}
+
+// logExit drains the stderr pipe of a reaped handler and logs its exit,
+// in that order: its last lines come before its exit line. A process the
+// handler left holding the pipe delays it by stderrDrainMax at most.
+func (t *Table) logExit(r *running, x Exit) {
 	if r.errPipe != nil {
 		t.finishStderr(r.errPipe)
 	}
-	r.who.log(r.req.Log, slog.LevelInfo, "exit", slog.String("status", exitStatus(ws, err)), slog.Duration("duration", took))
+	r.who.log(r.req.Log, slog.LevelInfo, "exit", slog.String("status", exitStatus(x.Status, x.Err)), slog.Duration("duration", x.Duration))
 }
 
 // handler names a handler process in its log lines: its pid, and the
@@ -478,17 +498,18 @@ func exitStatus(ws syscall.WaitStatus, err error) string {
 	return strconv.Itoa(ws.ExitStatus())
 }
 
-// signalGroup sends sig to a handler's process group while its leader
-// runs, and afterwards to the members it left (and nobody else).
-func (t *Table) signalGroup(pgid int, sig syscall.Signal) {
+// signalGroup sends sig to handler r's process group while r runs, and
+// afterwards to the members it left (and nobody else): once r is reaped
+// its pid, and so its group's number, may name a stranger.
+func (t *Table) signalGroup(r *running, sig syscall.Signal) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, running := t.procs[pgid]; running {
-		syscall.Kill(-pgid, sig)
+	if t.procs[r.pid] == r {
+		syscall.Kill(-r.pid, sig)
 		return
 	}
-	if l := t.groups[pgid]; l != nil && !l.signal(sig) {
-		delete(t.groups, pgid)
+	if l := t.groups[r.pid]; l != nil && !l.signal(sig) {
+		delete(t.groups, r.pid)
 	}
 }
 
