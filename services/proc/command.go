@@ -73,21 +73,10 @@ func forkExec(c *Command, null *os.File, stderrFD int) (pid, pidfd int, err erro
 }
 
 // waitExit reaps the child pid, whose pidfd is pidfd (closed here; -1
-// for none), and returns its wait status. It parks the goroutine in Go's
-// poller until the pidfd becomes readable (the process exited) rather
-// than holding an OS thread in a blocking wait: a thousand running
-// handlers cost a thousand parked goroutines, not a thousand threads.
-//
-// The pid itself is what wait4 reaps: a zombie's pid cannot be reused
-// before its parent reaps it, and superd reaps its handlers nowhere else
-// (ReapOrphans skips them).
+// for none), and returns its wait status: awaitExit, then wait4.
 func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
 	var ws syscall.WaitStatus
-	if pidfd >= 0 {
-		if done, err := pollExit(pid, pidfd, &ws); done {
-			return ws, err
-		}
-	}
+	awaitExit(pid, pidfd)
 	for {
 		_, err := syscall.Wait4(pid, &ws, 0, nil)
 		if !errors.Is(err, syscall.EINTR) {
@@ -96,40 +85,68 @@ func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
 	}
 }
 
-// pollExit waits for pidfd in the poller and then reaps pid into ws. It
-// closes pidfd. done is false when the poller could not take the pidfd
-// (the process is then still to be reaped).
-func pollExit(pid, pidfd int, ws *syscall.WaitStatus) (done bool, err error) {
+// awaitExit returns once the child pid has exited (or cannot be waited
+// for), without reaping it: its zombie keeps the pid from being reused
+// until the caller's wait4, which the Table makes under its lock with
+// the removal of the handler from its table. It closes pidfd (-1 for
+// none). With a pidfd it parks the goroutine in Go's poller until the
+// pidfd becomes readable, rather than holding an OS thread in a blocking
+// wait: a thousand running handlers cost a thousand parked goroutines,
+// not a thousand threads.
+//
+// The pid itself is what waitid watches: a zombie's pid cannot be reused
+// before its parent reaps it, and superd reaps its handlers nowhere else
+// (ReapOrphans skips them).
+func awaitExit(pid, pidfd int) {
+	if pidfd >= 0 && pollExit(pid, pidfd) {
+		return
+	}
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return
+		}
+	}
+}
+
+// exitedYet reports whether the child pid has exited (or cannot be
+// waited for), without reaping it.
+func exitedYet(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return true // nothing to wait for: the caller's wait4 says why
+		}
+		// WNOHANG with no change of state leaves info zeroed.
+		return info.Signo != 0
+	}
+}
+
+// pollExit waits for pidfd in the poller until pid has exited. It closes
+// pidfd. It reports false when the poller could not take the pidfd (the
+// caller then waits by pid).
+func pollExit(pid, pidfd int) bool {
 	// A pidfd has no other status flag to keep: one fcntl, not
 	// unix.SetNonblock's two.
 	if _, err := unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(pidfd)
-		return false, nil
+		return false
 	}
 	f := os.NewFile(uintptr(pidfd), "pidfd")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return false, nil
+		return false
 	}
-	var werr error
 	// rc.Read's own error means the poller could not wait (a descriptor
-	// it does not take): done stays false then. The first call must try
-	// wait4 even though the handler has only just started: rc.Read
-	// clears the readiness the poller may already have seen before it
-	// waits, so an exit before that point is found only by trying.
-	rc.Read(func(uintptr) bool {
-		for {
-			n, err := syscall.Wait4(pid, ws, syscall.WNOHANG, nil)
-			switch {
-			case errors.Is(err, syscall.EINTR):
-				continue
-			case err == nil && n == 0:
-				return false // still running: wait for the pidfd
-			}
-			done, werr = true, err
-			return true
-		}
-	})
-	return done, werr
+	// it does not take). The first call must look even though the
+	// handler has only just started: rc.Read clears the readiness the
+	// poller may already have seen before it waits, so an exit before
+	// that point is found only by looking.
+	return rc.Read(func(uintptr) bool { return exitedYet(pid) }) == nil
 }

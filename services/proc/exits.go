@@ -25,9 +25,11 @@ import (
 // exit, and two wake-ups (the poller, the worker) for however many
 // handlers exited meanwhile.
 //
-// The wait4 and the removal from the Table's procs happen under its
-// lock, so that a Start of a new handler that got the same pid, a timeout
-// or a Signal never sees the reaped one's entry.
+// The wait4 and the removal from the Table's procs (with the record of
+// what the handler left in its group) happen in one step under its lock,
+// so that a Start of a new handler that got the same pid, a timeout or a
+// Signal never sees the reaped one's entry, and a signal for its group
+// always finds its leftovers.
 //
 // Each pidfd is registered EPOLLONESHOT, with the pid as its data: it is
 // reported once. Its close at the reap removes it from the instance once
@@ -130,7 +132,12 @@ func (t *Table) reapExits(f *os.File, rc syscall.RawConn) {
 			}
 		})
 		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
+			// closeExits forgets f before it closes it: any other error
+			// is the poller's own.
+			t.mu.Lock()
+			failed := t.exits == f
+			t.mu.Unlock()
+			if failed {
 				t.abandonExits(f)
 			}
 			return
@@ -168,29 +175,18 @@ func (t *Table) exited(pid int) (exitTail, bool) {
 		t.mu.Unlock()
 		return exitTail{}, false // not a handler's: no registration carries another pid
 	}
-	var ws syscall.WaitStatus
-	var err error
-	for {
-		var n int
-		n, err = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err == nil && n == 0 {
-			// Readable but not yet waitable: hand it to a reaper of its
-			// own rather than re-arm a registration that said so.
-			t.mu.Unlock()
-			t.workers.run(func() {
-				defer t.goDone()
-				t.reap(r)
-			})
-			return exitTail{}, false
-		}
-		break
+	ws, err, done := t.reapLocked(r)
+	if !done {
+		// Readable but not yet waitable: hand it to a reaper of its own
+		// rather than re-arm a registration that said so.
+		r.polled = false
+		t.mu.Unlock()
+		t.workers.run(func() {
+			defer t.goDone()
+			t.reap(r)
+		})
+		return exitTail{}, false
 	}
-	// Deleted with the wait4, under t.mu: once reaped, the pid may name
-	// the next handler, whose Start then registers it.
-	delete(t.procs, pid)
 	t.mu.Unlock()
 	unix.Close(r.pidfd)
 	return exitTail{r, t.reaped(r, ws, err)}, true

@@ -157,3 +157,31 @@ func TestTableExitNotHeldByAnotherLog(t *testing.T) {
 	}
 	waitProcs(t, e.tab)
 }
+
+// TestTableDrainCountsFromReap: a reaped handler's stderr drain is timed
+// from its reap, not from when a worker gets to its exit line: a batch
+// of handlers whose pipes others hold shares one window of
+// stderrDrainMax, rather than one each, in turn.
+func TestTableDrainCountsFromReap(t *testing.T) {
+	e := newEnv(t)
+	cmd := shCmd(`read x`)
+	in, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd.Stdin = in
+	exited := make(chan struct{})
+	pipe := make(chan *stderrPipe, 1)
+	startProc(t, e.tab, Request{Cmd: cmd, Log: e.log, LogStderr: true, Exited: func(Exit) {
+		if sp := <-pipe; sp.drainFrom.Load() == 0 {
+			t.Error("the stderr drain had not begun when Exited was called")
+		}
+		close(exited)
+	}})
+	in.Close()
+	pipe <- onlyPipe(t, e.tab) // before the handler can end: it waits for w
+	w.Close()
+	<-exited
+	waitProcs(t, e.tab)
+}

@@ -402,40 +402,91 @@ func (t *Table) armTimeout(r *running) func() bool {
 // its own, and then finishes it. It serves the handlers that the exit
 // poller does not take.
 func (t *Table) reap(r *running) {
-	ws, err := waitExit(r.pid, r.pidfd)
+	awaitExit(r.pid, r.pidfd)
 	t.mu.Lock()
-	// The exit poller deletes its handlers together with the wait4;
-	// here the pid may already name a new handler, whose entry stays.
-	if t.procs[r.pid] == r {
-		delete(t.procs, r.pid)
-	}
+	ws, err, done := t.reapLocked(r)
 	t.mu.Unlock()
+	if !done {
+		// Exited, says waitid, but not waitable: wait for it, then
+		// remove it (the wait below is outside the lock).
+		for {
+			_, err = syscall.Wait4(r.pid, &ws, 0, nil)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
+		}
+		t.mu.Lock()
+		t.removeLocked(r)
+		t.mu.Unlock()
+	}
 	x := t.reaped(r, ws, err)
 	t.logExit(r, x)
 }
 
+// reapLocked reaps r if it has exited (done false when it has not), and
+// removes it from the table in the same step (removeLocked): once
+// reaped, its pid may name a stranger, or the next handler, whose Start
+// registers it; no Signal, timeout or Start may see r's entry then.
+// t.mu is held.
+func (t *Table) reapLocked(r *running) (ws syscall.WaitStatus, err error, done bool) {
+	for {
+		var n int
+		n, err = syscall.Wait4(r.pid, &ws, syscall.WNOHANG, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err == nil && n == 0:
+			return ws, nil, false
+		}
+		t.removeLocked(r)
+		return ws, err, true
+	}
+}
+
+// removeLocked takes the reaped handler r out of procs and records the
+// processes it left in its process group, at once, so that a signal for
+// r's group (its timeout's SIGKILL, Shutdown's) reaches them in any case.
+// It reads /proc only when the group has members. t.mu is held.
+func (t *Table) removeLocked(r *running) {
+	if t.procs[r.pid] == r {
+		delete(t.procs, r.pid)
+	}
+	left := findLeftovers(r.pid)
+	if left == nil {
+		return
+	}
+	if old := t.groups[r.pid]; old != nil {
+		// An earlier handler with the same pid left members too (the
+		// pid came round again before they were gone): keep them all.
+		old.members = append(old.members, left.members...)
+	} else {
+		t.groups[r.pid] = left
+	}
+	if !t.watching {
+		t.watching = true
+		t.addLocked(1)
+		go func() {
+			defer t.goDone()
+			t.watchLeftovers()
+		}()
+	}
+}
+
 // reaped does what must follow a handler's reap at once (the reaper has
-// removed it from procs and closed its pidfd): it stops its timeout,
-// records what it left in its process group and calls its Exited. None
-// of it waits for anybody: the exit poller runs it for every handler.
-// The rest, which may wait (the stderr drain, the log), is logExit's.
+// removed it from the table and closed its pidfd): it stops its timeout,
+// starts the drain of its stderr pipe and calls its Exited. None of it
+// waits for anybody: the exit poller runs it for every handler. The
+// rest, which may wait (the stderr drain, the log), is logExit's.
 func (t *Table) reaped(r *running, ws syscall.WaitStatus, err error) Exit {
 	took := time.Since(r.began).Round(time.Microsecond)
 	struck := r.stopTimeout()
-	left := findLeftovers(r.pid)
+	if r.errPipe != nil {
+		// The drain's limits count from the reap, however long its
+		// logExit waits for a worker (see finishStderr).
+		r.errPipe.drainFrom.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	t.mu.Lock()
 	t.releasedLocked() // the pidfd is closed
-	if left != nil {
-		t.groups[r.pid] = left
-		if !t.watching {
-			t.watching = true
-			t.addLocked(1)
-			go func() {
-				defer t.goDone()
-				t.watchLeftovers()
-			}()
-		}
-	}
 	t.mu.Unlock()
 	x := Exit{Status: ws, Err: err, TimedOut: struck, Duration: took}
 	if r.req.Exited != nil {
