@@ -80,6 +80,9 @@ type Supervisor struct {
 	opts Options
 	log  *slog.Logger
 	cfg  *config.Config
+	// pages gives back the binary's start-up pages at settle; Run opens
+	// and closes it (nil when /proc could not be read).
+	pages *pages.Dropper
 	// listeners holds the Listener of every bound identity; Run closes
 	// them all before it returns.
 	listeners map[config.ListenKey]*services.Listener
@@ -193,6 +196,13 @@ func (s *Supervisor) Reload() {
 // over pending reloads: at most the reload under way when ctx ends
 // delays it.
 func (s *Supervisor) Run(ctx context.Context) error {
+	// Opened before READY, so that settle opens no descriptor after it.
+	if d, err := pages.Open(); err == nil {
+		s.pages = d
+		defer d.Close()
+	} else {
+		s.log.Debug("keeping the binary's start-up pages mapped", "err", err)
+	}
 	var orphans chan os.Signal // nil unless reaping: never ready
 	if s.opts.ReapOrphans {
 		orphans = make(chan os.Signal, 1) // SIGCHLDs coalesce: one scan reaps all
@@ -343,7 +353,10 @@ func (s *Supervisor) reload() {
 // services. Called after READY, so it delays no client and no reload.
 func (s *Supervisor) settle() {
 	debug.FreeOSMemory()
-	if _, err := pages.DropExecutable(); err != nil {
+	if s.pages == nil {
+		return
+	}
+	if _, err := s.pages.Drop(); err != nil {
 		// Only memory is at stake: superd serves on as it is.
 		s.log.Debug("keeping the binary's start-up pages mapped", "err", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"syscall"
@@ -22,19 +23,46 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DropExecutable unmaps the resident pages of every mapping of the
-// running executable that holds nothing but the file's own pages: read
-// only, not locked, and without one anonymous (copy-on-write) page. A
-// dynamically linked build's relocated read-only data (RELRO) and a page
-// a debugger patched are such copies, and dropping them would lose what
-// was written: they are kept. It returns how many resident bytes it gave
-// back.
-func DropExecutable() (int, error) {
+// Dropper unmaps the resident pages of the running executable's
+// mappings that hold nothing but the file's own pages: read only, not
+// locked, and without one anonymous (copy-on-write) page. A dynamically
+// linked build's relocated read-only data (RELRO) and a page a debugger
+// patched are such copies, and dropping them would lose what was
+// written: they are kept.
+//
+// It holds /proc/self/smaps open from Open to Close, so that a drop opens
+// no descriptor: superd drops after READY, and whoever counts its
+// descriptors then (a test, a monitor) must not see one come and go.
+type Dropper struct {
+	smaps    *os.File
+	dev, ino uint64 // the executable's
+}
+
+// Open returns a Dropper for the running executable; the caller closes
+// it.
+func Open() (*Dropper, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
-		return 0, fmt.Errorf("stat /proc/self/exe: %w", err)
+		return nil, fmt.Errorf("stat /proc/self/exe: %w", err)
 	}
-	smaps, err := os.ReadFile("/proc/self/smaps")
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return nil, err
+	}
+	return &Dropper{smaps: f, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// Close closes the Dropper's descriptor.
+func (d *Dropper) Close() error { return d.smaps.Close() }
+
+// Drop unmaps the executable's clean pages (see Dropper) and returns how
+// many resident bytes it gave back.
+func (d *Dropper) Drop() (int, error) {
+	// smaps is generated anew from offset 0 at every read.
+	if _, err := d.smaps.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	smaps, err := io.ReadAll(d.smaps)
 	if err != nil {
 		return 0, err
 	}
@@ -44,7 +72,7 @@ func DropExecutable() (int, error) {
 	}
 	dropped := 0
 	for _, m := range maps {
-		if !m.clean() || m.dev != st.Dev || m.ino != st.Ino {
+		if !m.clean() || m.dev != d.dev || m.ino != d.ino {
 			continue
 		}
 		// The range is no Go memory, so it goes to madvise as numbers:

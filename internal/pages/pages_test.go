@@ -68,8 +68,13 @@ func TestParseSmapsMalformed(t *testing.T) {
 // TestDropExecutable drops this test binary's own pages and goes on
 // running: the pages come back from the page cache as they are used.
 func TestDropExecutable(t *testing.T) {
+	d, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
 	before := rssFileKB(t)
-	dropped, err := DropExecutable()
+	dropped, err := d.Drop()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +83,13 @@ func TestDropExecutable(t *testing.T) {
 		t.Errorf("dropped %d bytes: RssFile %d kB before, %d kB after", dropped, before, after)
 	}
 	t.Logf("dropped %d KiB; RssFile %d → %d kB", dropped>>10, before, after)
-	// Code and data the drop unmapped still work.
+	// Code and data the drop unmapped still work, and a second drop
+	// reads smaps anew through the same descriptor.
 	if _, err := parseSmaps([]byte("00400000-00500000 r-xp 00000000 fe:00 1 /x\n")); err != nil {
 		t.Fatal(err)
+	}
+	if again, err := d.Drop(); err != nil || again <= 0 {
+		t.Errorf("second Drop = %d, %v; want the pages mapped again since", again, err)
 	}
 }
 

@@ -35,6 +35,15 @@ func findLeftovers(pgid int) *leftovers {
 	if syscall.Kill(-pgid, 0) != nil {
 		return nil
 	}
+	// The handler pgid has been reaped. While a process it left is in
+	// its group, the kernel hands that number to no new process; so a
+	// live process with that pid, leading a group of that number, is a
+	// stranger that got the pid once the group was empty (a new session:
+	// a handler Start just made, say), and the group is none of the
+	// handler's.
+	if processGroup(pgid) == pgid {
+		return nil
+	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil

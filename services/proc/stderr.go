@@ -319,12 +319,17 @@ func logLines(br *bufio.Reader, sp *stderrPipe) (cut int, eof bool) {
 			return br.Buffered() + unread(sp.fd), false
 		}
 		if from := sp.drainFrom.Load(); from != 0 {
-			// Draining, and data came: allow another stderrDrain.
+			// Draining, and data came: allow another stderrDrain. The
+			// time limit bounds waiting for a process that still holds
+			// the pipe (a reader in the poller); what was in the pipe
+			// already is read in full, up to stderrDrainBytes, however
+			// long the exit waited for its worker behind others.
 			drained += len(line)
-			if drained > stderrDrainBytes || !time.Now().Before(time.Unix(0, from).Add(stderrDrainMax)) {
+			rd := sp.polledFile()
+			if drained > stderrDrainBytes || (rd != nil && !time.Now().Before(time.Unix(0, from).Add(stderrDrainMax))) {
 				return br.Buffered() + unread(sp.fd), false
 			}
-			if rd := sp.polledFile(); rd != nil {
+			if rd != nil {
 				rd.SetReadDeadline(drainDeadline(from))
 			}
 		}

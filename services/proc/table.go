@@ -347,9 +347,13 @@ func (t *Table) Start(req Request) (pid int, err error) {
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
 		msg := readReport(report)
+		if msg != "" {
+			// Logged before the reaper hears of it: the reaper logs the
+			// exit only after that.
+			who.log(log, slog.LevelError, "start_failed", slog.String("err", msg))
+		}
 		reported <- msg != ""
 		if msg != "" {
-			who.log(log, slog.LevelError, "start_failed", slog.String("err", msg))
 			return pid, ErrReported
 		}
 	}
@@ -365,8 +369,12 @@ type running struct {
 	began   time.Time
 	errPipe *stderrPipe // nil without a stderr pipe
 	// stopTimeout stops the timeout's timers that have not fired, and
-	// reports whether the timeout struck.
-	stopTimeout func() (struck bool)
+	// reports whether the timeout struck; the SIGKILL stays due after a
+	// strike when leftBehind (see armTimeout).
+	stopTimeout func(leftBehind bool) (struck bool)
+	// leftBehind is set (under Table.mu) at the reap when the handler
+	// left processes in its group.
+	leftBehind bool
 	// reported, for a confined start, says whether the trampoline
 	// failed (see Start); nil otherwise.
 	reported <-chan bool
@@ -376,10 +384,10 @@ type running struct {
 
 // armTimeout starts r's timeout, if it has one, and returns what stops
 // it (see running.stopTimeout).
-func (t *Table) armTimeout(r *running) func() bool {
+func (t *Table) armTimeout(r *running) func(leftBehind bool) bool {
 	req := r.req
 	if req.Timeout <= 0 {
-		return func() bool { return false }
+		return func(bool) bool { return false }
 	}
 	term := time.AfterFunc(req.Timeout, func() {
 		r.who.log(req.Log, slog.LevelWarn, "timeout", slog.Duration("after", req.Timeout))
@@ -388,11 +396,17 @@ func (t *Table) armTimeout(r *running) func() bool {
 	kill := time.AfterFunc(addDurations(req.Timeout, killDelay), func() { t.signalGroup(r, syscall.SIGKILL) })
 	// Once the timeout has struck, the SIGKILL stays due even if the
 	// leader died of the SIGTERM: the rest of its group may not have.
-	// The timer keeps no goroutine: it ends on its own.
-	return func() bool {
+	// When it left nobody, the SIGKILL has nobody to reach, and is
+	// stopped: kept, it could reach the leftovers of a later handler
+	// that got the same pid. The timer keeps no goroutine: it ends on
+	// its own.
+	return func(leftBehind bool) bool {
 		if term.Stop() {
 			kill.Stop()
 			return false
+		}
+		if !leftBehind {
+			kill.Stop()
 		}
 		return true
 	}
@@ -455,6 +469,7 @@ func (t *Table) removeLocked(r *running) {
 	if left == nil {
 		return
 	}
+	r.leftBehind = true
 	if old := t.groups[r.pid]; old != nil {
 		// An earlier handler with the same pid left members too (the
 		// pid came round again before they were gone): keep them all.
@@ -479,20 +494,23 @@ func (t *Table) removeLocked(r *running) {
 // rest, which may wait (the stderr drain, the log), is logExit's.
 func (t *Table) reaped(r *running, ws syscall.WaitStatus, err error) Exit {
 	took := time.Since(r.began).Round(time.Microsecond)
-	struck := r.stopTimeout()
+	t.mu.Lock()
+	leftBehind := r.leftBehind
+	t.releasedLocked() // the pidfd is closed
+	t.mu.Unlock()
+	struck := r.stopTimeout(leftBehind)
 	if r.errPipe != nil {
 		// The drain's limits count from the reap, however long its
 		// logExit waits for a worker (see finishStderr).
 		r.errPipe.drainFrom.CompareAndSwap(0, time.Now().UnixNano())
 	}
-	t.mu.Lock()
-	t.releasedLocked() // the pidfd is closed
-	t.mu.Unlock()
 	x := Exit{Status: ws, Err: err, TimedOut: struck, Duration: took}
+	// A confined start's trampoline has exec'd or died by now, so its
+	// report is in (or on its way, from Start's goroutine, which logs a
+	// start_failed first): waited for even without an Exited, so that
+	// the exit line comes after it.
+	x.StartFailed = r.reported != nil && <-r.reported
 	if r.req.Exited != nil {
-		// A confined start's trampoline has exec'd or died by now, so
-		// its report is in (or on its way, from Start's goroutine).
-		x.StartFailed = r.reported != nil && <-r.reported
 		r.req.Exited(x)
 	}
 	return x
