@@ -13,8 +13,8 @@ import (
 // files as *os.File so that they stay open, and the caller's, for the
 // call. The Table starts it with syscall.ForkExec rather than os/exec:
 // os/exec waits for each process on a thread blocked in waitid, while
-// the Table parks a goroutine on the process's pidfd in Go's poller (see
-// waitExit).
+// the Table waits for the pidfds of all its handlers in Go's poller (see
+// exits.go).
 type Command struct {
 	Path string
 	Args []string // Args[0] is argv[0]
@@ -70,19 +70,6 @@ func forkExec(c *Command, null *os.File, stderrFD int) (pid, pidfd int, err erro
 		return 0, -1, &os.PathError{Op: "fork/exec", Path: c.Path, Err: err}
 	}
 	return pid, pidfd, nil
-}
-
-// waitExit reaps the child pid, whose pidfd is pidfd (closed here; -1
-// for none), and returns its wait status: awaitExit, then wait4.
-func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
-	var ws syscall.WaitStatus
-	awaitExit(pid, pidfd)
-	for {
-		_, err := syscall.Wait4(pid, &ws, 0, nil)
-		if !errors.Is(err, syscall.EINTR) {
-			return ws, err
-		}
-	}
 }
 
 // awaitExit returns once the child pid has exited (or cannot be waited

@@ -16,7 +16,7 @@ import (
 // rest of an exit, which may wait (the stderr pipe's drain, the log),
 // goes to a worker, one per batch of exits.
 //
-// A reaper per handler parked on its pidfd (waitExit) cost, per
+// A reaper per handler parked on its pidfd (awaitExit) cost, per
 // connection, an fcntl to make the pidfd non-blocking, its registration
 // with Go's poller and its removal (two epoll_ctl), a wait4 that found
 // the handler still running (the poller's readiness could predate the
@@ -43,11 +43,11 @@ import (
 // maxExitEvents is how many exits one epoll_wait takes.
 const maxExitEvents = 32
 
-// pollExit registers r's pidfd with the exit poller, which it starts on
+// registerExit registers r's pidfd with the exit poller, which it starts on
 // first use, and reports whether it did: when not, r needs a reaper of
 // its own. The epoll_ctl runs under t.mu, so that Shutdown cannot close
 // the instance under it.
-func (t *Table) pollExit(r *running) bool {
+func (t *Table) registerExit(r *running) bool {
 	if r.pidfd < 0 {
 		return false
 	}
@@ -181,10 +181,7 @@ func (t *Table) exited(pid int) (exitTail, bool) {
 		// rather than re-arm a registration that said so.
 		r.polled = false
 		t.mu.Unlock()
-		t.workers.run(func() {
-			defer t.goDone()
-			t.reap(r)
-		})
+		t.reapAlone(r)
 		return exitTail{}, false
 	}
 	t.mu.Unlock()
@@ -210,9 +207,6 @@ func (t *Table) abandonExits(f *os.File) {
 	t.mu.Unlock()
 	f.Close()
 	for _, r := range orphans {
-		t.workers.run(func() {
-			defer t.goDone()
-			t.reap(r)
-		})
+		t.reapAlone(r)
 	}
 }

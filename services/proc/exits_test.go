@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +185,30 @@ func TestTableDrainCountsFromReap(t *testing.T) {
 	w.Close()
 	<-exited
 	waitProcs(t, e.tab)
+}
+
+// TestFindLeftoversSkipsNewLeader: once a handler is reaped, a live
+// process with its pid that leads a group of that number is a stranger
+// that got the pid (the kernel keeps a group's number from new processes
+// while the group has members), not a process the handler left.
+func TestFindLeftoversSkipsNewLeader(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	pid, pidfd, err := forkExec(shCmd(`exec sleep 30`), null, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(pid, pidfd)
+	}()
+	if l := findLeftovers(pid); l != nil {
+		for _, m := range l.members {
+			unix.Close(m.fd)
+		}
+		t.Errorf("findLeftovers(%d) with %d leading its own group = %d members, want none", pid, pid, len(l.members))
+	}
 }

@@ -2,11 +2,13 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -174,4 +176,18 @@ func (sp *stderrPipe) inspect() (pipeState, bool) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	return sp.state, sp.rd != nil
+}
+
+// waitExit reaps the child pid, whose pidfd is pidfd (closed here; -1
+// for none), and returns its wait status: awaitExit, then wait4, as the
+// Table's reapers do.
+func waitExit(pid, pidfd int) (syscall.WaitStatus, error) {
+	var ws syscall.WaitStatus
+	awaitExit(pid, pidfd)
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return ws, err
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // startWithDaemon starts script, which must start one daemon (a session
@@ -198,4 +200,33 @@ func TestTableClosePipesDuringDrain(t *testing.T) {
 	}
 	waitProcs(t, e.tab)
 	check()
+}
+
+// TestTableDrainReadsWhatIsThere: a drain whose time is up (its exit
+// waited for a worker behind others) still logs every line already in
+// the pipe: the drain's time limit bounds only the waiting for a process
+// that holds the pipe.
+func TestTableDrainReadsWhatIsThere(t *testing.T) {
+	e := newEnv(t)
+	r, w, err := rawPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(w, []byte("one\ntwo\nthree\n")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(w) // end of file after the lines
+	sp := newStderrPipe(r, e.log, 4242)
+	sp.drainFrom.Store(1) // long past: the drain's time is up
+	br := bufio.NewReaderSize(sp, maxLogLine)
+	cut, eof := logLines(br, sp)
+	unix.Close(r)
+	if cut != 0 || !eof {
+		t.Errorf("logLines = cut %d, eof %v; want 0, true", cut, eof)
+	}
+	for _, line := range []string{"one", "two", "three"} {
+		if n := e.rec.Count(match("stderr", "pid", "4242", "line", line)); n != 1 {
+			t.Errorf("line %q logged %d times, want once", line, n)
+		}
+	}
 }

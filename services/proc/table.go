@@ -338,11 +338,8 @@ func (t *Table) Start(req Request) (pid int, err error) {
 		reported = make(chan bool, 1)
 		r.reported = reported
 	}
-	if reported != nil || !t.pollExit(r) {
-		t.workers.run(func() {
-			defer t.goDone()
-			t.reap(r)
-		})
+	if reported != nil || !t.registerExit(r) {
+		t.reapAlone(r)
 	}
 	if report != nil {
 		req.Cmd.ExtraFiles[confine.ReportFD-3].Close()
@@ -410,6 +407,15 @@ func (t *Table) armTimeout(r *running) func(leftBehind bool) bool {
 		}
 		return true
 	}
+}
+
+// reapAlone gives r a reaper of its own, on a worker: r is a handler
+// the exit poller does not (or no longer) take.
+func (t *Table) reapAlone(r *running) {
+	t.workers.run(func() {
+		defer t.goDone()
+		t.reap(r)
+	})
 }
 
 // reap waits for one handler (and closes its pidfd) on a goroutine of

@@ -7,8 +7,9 @@ import "sync"
 // their stacks (8–16 KiB each once grown) stay small beside superd's RSS.
 const maxIdleWorkers = 64
 
-// workers runs the Table's per-handler jobs (the reapers) on goroutines that are kept for the next job rather than
-// ended. A new goroutine starts with a 2 KiB stack and grows it, by
+// workers runs the Table's jobs (the exit lines of a batch of exits, the
+// reapers of handlers the exit poller does not take, the stderr loggers)
+// on goroutines that are kept for the next job rather than ended. A new goroutine starts with a 2 KiB stack and grows it, by
 // copying, to the 8–16 KiB that a wait in the poller and a log line
 // take: on the hot path that copying cost more than the goroutine itself
 // (runtime.morestack and copystack, 5 % of superd's CPU per connection).
